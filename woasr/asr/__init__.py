@@ -1,0 +1,1 @@
+"""ASR backends and model resolution."""

@@ -1,0 +1,142 @@
+"""Whisper through faster-whisper / CTranslate2, as an :class:`ASRBackend`."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from faster_whisper import WhisperModel
+
+from woasr.asr.models import ModelChoice, ModelUnavailableError, offline_hint, resolve_model
+from woasr.core.audio import SAMPLE_RATE, FloatAudio
+from woasr.core.records import Segment, Transcription, Word
+
+log = logging.getLogger(__name__)
+
+FULL_WINDOW_FRAMES = 3000
+"""Whisper's 30 s encoder input, in 10 ms mel frames."""
+
+
+@dataclass(frozen=True, slots=True)
+class DecodeSettings:
+    """Decoding options gathered in one place; every update uses the same ones."""
+
+    beam_size: int = 5
+    task: Literal["transcribe", "translate"] = "transcribe"
+    vad_filter: bool = False
+    encoder_window: Literal["full", "auto"] = "full"
+    """``full`` pads every buffer to 30 s as faster-whisper does; ``auto`` encodes
+    the buffer plus one second, at least ``encoder_floor_s`` (see docs/eval.md)."""
+    encoder_floor_s: float = 10.0
+
+
+class _WindowedWhisperModel(WhisperModel):
+    """WhisperModel whose encoder can skip the padding past the audio.
+
+    faster-whisper pads every window to 3000 frames; CTranslate2 accepts fewer.
+    The frame limit is per thread, so concurrent calls on one model each use
+    their own.
+    """
+
+    _limit = threading.local()
+
+    def encode(self, features: np.ndarray):  # type: ignore[override]
+        frames = getattr(self._limit, "frames", None)
+        if frames is not None and features.shape[-1] > frames:
+            features = features[..., :frames]
+        return super().encode(features)
+
+
+def load_whisper(
+    choice: ModelChoice, device: str = "cpu", compute_type: str = "int8", cpu_threads: int = 0
+) -> WhisperModel:
+    """Load the weights once; offline, a hub name fails fast with the offline names."""
+    kwargs = dict(device=device, compute_type=compute_type, cpu_threads=cpu_threads)
+    try:
+        return _WindowedWhisperModel(choice.source, local_files_only=True, **kwargs)
+    except Exception as cached_error:  # noqa: BLE001 - faster-whisper raises many kinds
+        if choice.source != choice.name:  # a local folder: nothing to download
+            raise ModelUnavailableError(f"cannot load {choice.source}: {cached_error}") from cached_error
+    try:
+        return _WindowedWhisperModel(choice.source, **kwargs)
+    except Exception as exc:  # noqa: BLE001
+        raise ModelUnavailableError(
+            f"model {choice.name!r} is not on this machine and could not be downloaded "
+            f"({type(exc).__name__}); {offline_hint()}"
+        ) from exc
+
+
+class FasterWhisperASR:
+    """The seed's backend adapter: one buffer in, timed words and segment figures out."""
+
+    def __init__(
+        self,
+        model: str | None = None,
+        language: str | None = None,
+        *,
+        device: str = "cpu",
+        compute_type: str = "int8",
+        cpu_threads: int = 0,
+        decode: DecodeSettings | None = None,
+        whisper: WhisperModel | None = None,
+    ) -> None:
+        self.choice = resolve_model(model, language)
+        self.language = "en" if self.choice.english_only and language is None else language
+        self.device = device
+        self.compute_type = compute_type
+        self.decode = decode or DecodeSettings()
+        self.whisper = whisper or load_whisper(self.choice, device, compute_type, cpu_threads)
+        log.info(
+            "model %s (%s) language=%s device=%s compute_type=%s beam=%d encoder_window=%s",
+            self.choice.name, self.choice.source, self.language or "auto", device, compute_type,
+            self.decode.beam_size, self.decode.encoder_window,
+        )
+
+    def with_decode(self, **changes: object) -> FasterWhisperASR:
+        """The same loaded model with other decoding settings (e.g. a full-window baseline)."""
+        variant = copy.copy(self)
+        variant.decode = dataclasses.replace(self.decode, **changes)
+        return variant
+
+    def encoder_frames(self, samples: int) -> int | None:
+        """How many mel frames the encoder sees for a buffer (None: faster-whisper's 3000)."""
+        if self.decode.encoder_window == "full":
+            return None
+        seconds = int(np.ceil(samples / SAMPLE_RATE)) + 1
+        return min(FULL_WINDOW_FRAMES, 100 * max(seconds, int(np.ceil(self.decode.encoder_floor_s))))
+
+    def transcribe(self, audio: FloatAudio, prompt: str = "", language: str | None = None) -> Transcription:
+        """Transcribe one buffer; word and segment times are relative to its start."""
+        limit = _WindowedWhisperModel._limit
+        limit.frames = self.encoder_frames(len(audio))
+        try:
+            segments, info = self.whisper.transcribe(
+                audio,
+                language=language or self.language,
+                task=self.decode.task,
+                initial_prompt=prompt or None,
+                beam_size=self.decode.beam_size,
+                temperature=0.0,
+                word_timestamps=True,
+                condition_on_previous_text=False,
+                vad_filter=self.decode.vad_filter,
+            )
+            result = tuple(
+                Segment(
+                    start=float(s.start),
+                    end=float(s.end),
+                    words=tuple(Word(float(w.start), float(w.end), w.word, float(w.probability)) for w in s.words or ()),
+                    no_speech_prob=s.no_speech_prob,
+                    avg_logprob=s.avg_logprob,
+                    compression_ratio=s.compression_ratio,
+                )
+                for s in segments
+            )
+        finally:
+            limit.frames = None
+        return Transcription(result, info.language)

@@ -1,0 +1,64 @@
+"""Hallucination guards: keep silence and repetition loops out of the hypotheses.
+
+Whisper invents text for silence and noise, and sometimes repeats a phrase
+until its token limit. Both would otherwise be committed, because consecutive
+hypotheses of the same audio tend to agree on the same invention.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from woasr.core.hypothesis import normalize_token
+from woasr.core.records import Segment, Word
+
+
+@dataclass(frozen=True, slots=True)
+class GuardSettings:
+    """Thresholds, as in Whisper's own decoding fallbacks."""
+
+    no_speech_prob: float = 0.6
+    """A segment this likely to be silence ..."""
+    low_logprob: float = -1.0
+    """... whose average token log-probability is also below this is dropped."""
+    max_compression_ratio: float = 2.4
+    """gzip ratio of a segment's text above which it is a repetition loop."""
+    max_loop_repeats: int = 2
+    """An n-gram (n >= 2) may follow itself this many times before the rest is cut."""
+    max_word_repeats: int = 4
+    """A single word may repeat this many times in a row before the rest is cut."""
+
+
+def is_hallucination(segment: Segment, settings: GuardSettings) -> bool:
+    """True when the segment looks like silence transcribed or a repetition loop."""
+    silent = segment.no_speech_prob > settings.no_speech_prob and segment.avg_logprob < settings.low_logprob
+    looping = segment.compression_ratio > settings.max_compression_ratio
+    return silent or looping
+
+
+def cut_repetition_loop(words: list[Word], settings: GuardSettings) -> list[Word]:
+    """Keep words up to the point where a phrase starts repeating itself too often.
+
+    "the the" and "no, no, no" are speech; "in being modern. in being modern.
+    in being modern." is a decoder loop. The first occurrences are kept, the
+    loop is cut.
+    """
+    tokens = [normalize_token(w.text) for w in words]
+    for start in range(len(tokens)):
+        for size in range(1, (len(tokens) - start) // 2 + 1):
+            allowed = settings.max_word_repeats if size == 1 else settings.max_loop_repeats
+            phrase = tokens[start : start + size]
+            repeats = 1
+            at = start + size
+            while tokens[at : at + size] == phrase:
+                repeats += 1
+                at += size
+            if repeats > allowed:
+                return words[: start + size * allowed]
+    return words
+
+
+def clean_segments(segments: tuple[Segment, ...], settings: GuardSettings) -> list[Word]:
+    """The hypothesis' words without hallucinated segments and repetition loops."""
+    words = [w for s in segments if not is_hallucination(s, settings) for w in s.words]
+    return cut_repetition_loop(words, settings)

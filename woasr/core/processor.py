@@ -1,0 +1,170 @@
+"""The online processor: a rolling audio buffer re-transcribed as audio arrives."""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from woasr.core.audio import SAMPLE_RATE, FloatAudio, to_float32
+from woasr.core.guards import GuardSettings, clean_segments
+from woasr.core.hypothesis import HypothesisBuffer
+from woasr.core.records import Segment, Transcription, Update, Word, join_words
+
+SENTENCE_ENDS = (".", "?", "!", "。", "？", "！")
+
+LANGUAGE_LOCK_S = 2.0
+"""With auto-detection, the language heard in a buffer this long is kept for the stream."""
+
+
+class ASRBackend(Protocol):
+    """What the processor needs from a model: words of a buffer, times relative to it."""
+
+    def transcribe(self, audio: FloatAudio, prompt: str, language: str | None) -> Transcription: ...
+
+
+@dataclass(slots=True)
+class ProcessorSettings:
+    """How the rolling buffer is kept short (all in seconds)."""
+
+    trim_s: float = 15.0
+    """Past this length the buffer is cut at the last committed segment or sentence end."""
+    max_buffer_s: float = 30.0
+    """Hard cap: at this length stable words are committed and the buffer is cut regardless."""
+    cap_keep_s: float = 1.0
+    """At the hard cap, words ending in the last this-many seconds stay uncommitted."""
+    prompt_chars: int = 200
+    """Committed text fed back as Whisper's prompt, at most this many characters."""
+    agreement: int = 2
+    """LocalAgreement-n: how many consecutive hypotheses must agree to commit."""
+    guards: GuardSettings = field(default_factory=GuardSettings)
+
+
+class OnlineASRProcessor:
+    """Streams audio into committed words with LocalAgreement.
+
+    Sans-I/O: :meth:`insert_audio` only appends samples; :meth:`process` runs
+    the backend once over the current buffer and returns an :class:`Update`.
+    The caller decides how often to call it (that is the "min chunk").
+    :meth:`finish` commits what is left at the end of a stream.
+
+    Memory and the cost of one update stay bounded however long the stream
+    runs: the buffer never exceeds ``max_buffer_s`` (plus whatever was inserted
+    since the last update) and only a short tail of committed text is kept.
+    """
+
+    def __init__(
+        self,
+        asr: ASRBackend,
+        language: str | None = None,
+        settings: ProcessorSettings | None = None,
+    ) -> None:
+        self.asr = asr
+        self.language = language
+        self.settings = settings or ProcessorSettings()
+        self.reset()
+
+    def reset(self) -> None:
+        """Start a new stream at time zero."""
+        self.audio: FloatAudio = np.zeros(0, dtype=np.float32)
+        self.buffer_offset = 0
+        """Absolute sample index of ``audio[0]``."""
+        self.processed_until = 0
+        """Absolute sample index up to which audio has been transcribed."""
+        self.hypothesis = HypothesisBuffer(self.settings.agreement)
+        self._context: deque[Word] = deque(maxlen=64)
+        self._segment_ends: list[float] = []
+        self.detected_language: str | None = None
+
+    @property
+    def buffer_s(self) -> float:
+        return len(self.audio) / SAMPLE_RATE
+
+    @property
+    def received_until(self) -> int:
+        """Absolute sample index just past the last inserted sample."""
+        return self.buffer_offset + len(self.audio)
+
+    def insert_audio(self, samples: npt.ArrayLike) -> None:
+        """Append 16 kHz mono samples (int16 PCM or float in [-1, 1])."""
+        chunk = to_float32(samples)
+        if chunk.size:
+            self.audio = np.concatenate([self.audio, chunk])
+
+    def process(self) -> Update:
+        """Transcribe the buffer once; commit what the last hypotheses agree on."""
+        if not len(self.audio):
+            return Update(partial=self.hypothesis.partial)
+        self.processed_until = self.received_until
+        offset = self.buffer_offset / SAMPLE_RATE
+        result = self.asr.transcribe(self.audio, self.prompt(), self.language or self.detected_language)
+        if self.language is None and result.language and self.buffer_s >= LANGUAGE_LOCK_S:
+            self.detected_language = result.language
+        self.hypothesis.insert([w.shifted(offset) for w in clean_segments(result.segments, self.settings.guards)])
+        self._segment_ends = [s.end + offset for s in result.segments if s.words]
+        committed = self._remember(self.hypothesis.flush())
+        committed += self._keep_buffer_short()
+        return Update(committed, self.hypothesis.partial)
+
+    def finish(self) -> Update:
+        """End of stream: transcribe any unprocessed audio and commit everything left."""
+        committed: tuple[Word, ...] = ()
+        if self.received_until > self.processed_until:
+            committed = self.process().committed
+        committed += self._remember(self.hypothesis.commit_all())
+        self._cut_buffer(self.received_until / SAMPLE_RATE)
+        return Update(committed, ())
+
+    def prompt(self) -> str:
+        """The last committed text that lies before the buffer (Whisper's context)."""
+        start = self.buffer_offset / SAMPLE_RATE
+        before = [w for w in self._context if w.end <= start]
+        kept: list[Word] = []
+        length = 0
+        for word in reversed(before):
+            length += len(word.text)
+            if length > self.settings.prompt_chars:
+                break
+            kept.append(word)
+        return join_words(kept[::-1])
+
+    def _remember(self, words: tuple[Word, ...]) -> tuple[Word, ...]:
+        self._context.extend(words)
+        return words
+
+    def _keep_buffer_short(self) -> tuple[Word, ...]:
+        """Cut the buffer at a committed boundary; at the hard cap, force a commit."""
+        settings = self.settings
+        if self.buffer_s >= settings.max_buffer_s:
+            end = self.received_until / SAMPLE_RATE
+            forced = self._remember(self.hypothesis.commit_all(until=end - settings.cap_keep_s))
+            # Keep the words still pending; never keep more than trim_s of audio.
+            cut = end - settings.cap_keep_s
+            if self.hypothesis.partial:
+                cut = min(cut, self.hypothesis.partial[0].start)
+            self._cut_buffer(max(cut, self.hypothesis.last_committed_end, end - settings.trim_s))
+            return forced
+        if self.buffer_s > settings.trim_s:
+            cut = self._last_committed_boundary()
+            if cut is not None:
+                self._cut_buffer(cut)
+        return ()
+
+    def _last_committed_boundary(self) -> float | None:
+        """The latest segment end (else sentence end) that is already committed."""
+        committed_end = self.hypothesis.last_committed_end
+        start = self.buffer_offset / SAMPLE_RATE
+        ends = [e for e in self._segment_ends if start < e <= committed_end]
+        if ends:
+            return max(ends)
+        sentence_ends = [w.end for w in self._context if start < w.end and w.text.rstrip().endswith(SENTENCE_ENDS)]
+        return max(sentence_ends) if sentence_ends else None
+
+    def _cut_buffer(self, at_seconds: float) -> None:
+        """Drop the audio before ``at_seconds`` (absolute)."""
+        cut = min(max(round(at_seconds * SAMPLE_RATE), self.buffer_offset), self.received_until)
+        self.audio = self.audio[cut - self.buffer_offset :]
+        self.buffer_offset = cut

@@ -1,0 +1,83 @@
+"""Small immutable records passed between the backend, the core and transports."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Word:
+    """One recognised word, timed in seconds from the start of the stream.
+
+    ``text`` keeps Whisper's own spacing (English words carry a leading space,
+    Chinese and Japanese ones do not), so joining texts with ``""`` rebuilds
+    the sentence in any language.
+    """
+
+    start: float
+    end: float
+    text: str
+    probability: float = 1.0
+
+    def shifted(self, seconds: float) -> Word:
+        """The same word moved by ``seconds`` (buffer-relative to absolute time)."""
+        return Word(self.start + seconds, self.end + seconds, self.text, self.probability)
+
+
+def join_words(words: tuple[Word, ...] | list[Word]) -> str:
+    """The words' text as one string, with Whisper's spacing and no outer blanks."""
+    return "".join(w.text for w in words).strip()
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """A span of one hypothesis with the decoder's confidence figures.
+
+    The figures drive the hallucination guards: ``no_speech_prob`` and
+    ``avg_logprob`` flag silence transcribed as words, ``compression_ratio``
+    flags repetition loops.
+    """
+
+    start: float
+    end: float
+    words: tuple[Word, ...]
+    no_speech_prob: float = 0.0
+    avg_logprob: float = 0.0
+    compression_ratio: float = 1.0
+
+    @property
+    def text(self) -> str:
+        return join_words(self.words)
+
+
+@dataclass(frozen=True, slots=True)
+class Transcription:
+    """What a backend returns for one audio buffer; times relative to the buffer."""
+
+    segments: tuple[Segment, ...]
+    language: str | None = None
+
+    @property
+    def words(self) -> tuple[Word, ...]:
+        return tuple(w for s in self.segments for w in s.words)
+
+
+@dataclass(frozen=True, slots=True)
+class Update:
+    """The result of one processing step.
+
+    ``committed`` words are final: they are never repeated or revised in a
+    later update. ``partial`` is the current unstable tail, for display only;
+    each update's partial replaces the previous one.
+    """
+
+    committed: tuple[Word, ...] = ()
+    partial: tuple[Word, ...] = ()
+
+    @property
+    def committed_text(self) -> str:
+        return join_words(self.committed)
+
+    @property
+    def partial_text(self) -> str:
+        return join_words(self.partial)

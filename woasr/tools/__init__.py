@@ -1,0 +1,1 @@
+"""Command-line tools on top of the core: simulate, eval, models."""
