@@ -20,7 +20,7 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                        help="tiny.en, base, a CTranslate2 folder or a hub name "
                             "(default: tiny.en for --lang en, else base)")
     group.add_argument("--lang", default="en",
-                       help="language code, or 'auto' to detect (default: en)")
+                       help="language code, or 'auto' to detect (default: en; eval: each clip's manifest language)")
     group.add_argument("--backend", default="faster-whisper", choices=["faster-whisper"])
     group.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     group.add_argument("--compute-type", default="int8", help="CTranslate2 compute type (default: int8)")

@@ -27,6 +27,8 @@ class GuardSettings:
     """An n-gram (n >= 2) may follow itself this many times before the rest is cut."""
     max_word_repeats: int = 4
     """A single word may repeat this many times in a row before the rest is cut."""
+    min_word_probability: float = 0.15
+    """Below this, a word that is also implausibly short or long is an invention."""
 
 
 def is_hallucination(segment: Segment, settings: GuardSettings) -> bool:
@@ -34,6 +36,24 @@ def is_hallucination(segment: Segment, settings: GuardSettings) -> bool:
     silent = segment.no_speech_prob > settings.no_speech_prob and segment.avg_logprob < settings.low_logprob
     looping = segment.compression_ratio > settings.max_compression_ratio
     return silent or looping
+
+
+def is_anomalous_word(word: Word, settings: GuardSettings) -> bool:
+    """An improbable word lasting under 0.133 s or over 2 s (faster-whisper's heuristic)."""
+    duration = word.end - word.start
+    return word.probability < settings.min_word_probability and (duration < 0.133 or duration > 2.0)
+
+
+def drop_trailing_anomalies(words: tuple[Word, ...], settings: GuardSettings) -> tuple[Word, ...]:
+    """The words without the improbable ones at the end.
+
+    At the end of a stream nothing later can overrule the last hypothesis, and
+    Whisper likes to add a stray "Hope." or "you" to trailing silence.
+    """
+    end = len(words)
+    while end and is_anomalous_word(words[end - 1], settings):
+        end -= 1
+    return words[:end]
 
 
 def cut_repetition_loop(words: list[Word], settings: GuardSettings) -> list[Word]:

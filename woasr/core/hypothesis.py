@@ -108,6 +108,10 @@ class HypothesisBuffer:
                 return words[n:]
         return words
 
+    def discard_pending(self) -> None:
+        """Forget the uncommitted hypotheses but keep what was committed."""
+        self._hypotheses.clear()
+
     def reset(self) -> None:
         """Forget everything: the next hypothesis starts a new stream."""
         self._hypotheses.clear()

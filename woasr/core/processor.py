@@ -10,7 +10,7 @@ import numpy as np
 import numpy.typing as npt
 
 from woasr.core.audio import SAMPLE_RATE, FloatAudio, to_float32
-from woasr.core.guards import GuardSettings, clean_segments
+from woasr.core.guards import GuardSettings, clean_segments, drop_trailing_anomalies
 from woasr.core.hypothesis import HypothesisBuffer
 from woasr.core.records import Segment, Transcription, Update, Word, join_words
 
@@ -110,18 +110,23 @@ class OnlineASRProcessor:
         return Update(committed, self.hypothesis.partial)
 
     def finish(self) -> Update:
-        """End of stream: transcribe any unprocessed audio and commit everything left."""
+        """End of stream (or flush): transcribe unprocessed audio and commit what is left.
+
+        Trailing improbable words (hallucinations in final silence) are
+        dropped. More audio may follow: it continues the same timeline.
+        """
         committed: tuple[Word, ...] = ()
         if self.received_until > self.processed_until:
             committed = self.process().committed
-        committed += self._remember(self.hypothesis.commit_all())
+        kept = drop_trailing_anomalies(self.hypothesis.partial, self.settings.guards)
+        committed += self._remember(self.hypothesis.commit_all(until=kept[-1].end if kept else -1.0))
+        self.hypothesis.discard_pending()
         self._cut_buffer(self.received_until / SAMPLE_RATE)
         return Update(committed, ())
 
     def prompt(self) -> str:
         """The last committed text that lies before the buffer (Whisper's context)."""
-        start = self.buffer_offset / SAMPLE_RATE
-        before = [w for w in self._context if w.end <= start]
+        before = [w for w in self._context if round(w.end * SAMPLE_RATE) <= self.buffer_offset]
         kept: list[Word] = []
         length = 0
         for word in reversed(before):

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Bootstrap, then run the whole test suite (real model, real audio from ../shared).
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+bash "$root/scripts/bootstrap.sh"
+cd "$root"
+exec "$root/.venv/bin/python" -m pytest "$@"

@@ -1,0 +1,12 @@
+"""Seed path of the streaming core: the seed's public names, from the ``woasr`` package.
+
+    from streaming.whisper_online import FasterWhisperASR, OnlineASRProcessor
+
+No logic lives here (see woasr/core and woasr/asr).
+"""
+
+from woasr.asr.faster_whisper_backend import FasterWhisperASR
+from woasr.core.hypothesis import HypothesisBuffer
+from woasr.core.processor import ASRBackend, OnlineASRProcessor
+
+__all__ = ["ASRBackend", "FasterWhisperASR", "HypothesisBuffer", "OnlineASRProcessor"]

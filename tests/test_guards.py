@@ -1,0 +1,56 @@
+"""Hallucination guards on synthetic segments."""
+
+from woasr.core.guards import GuardSettings, clean_segments, cut_repetition_loop, is_hallucination
+from woasr.core.records import Segment
+
+from tests.fakes import words_at
+
+SETTINGS = GuardSettings()
+
+
+def texts(words):
+    return " ".join(w.text.strip() for w in words)
+
+
+def test_silence_with_low_confidence_is_dropped_but_confident_speech_kept():
+    words = tuple(words_at("thanks for watching"))
+    assert is_hallucination(Segment(0, 1, words, no_speech_prob=0.8, avg_logprob=-1.2), SETTINGS)
+    assert not is_hallucination(Segment(0, 1, words, no_speech_prob=0.8, avg_logprob=-0.3), SETTINGS)
+    assert not is_hallucination(Segment(0, 1, words, no_speech_prob=0.1, avg_logprob=-1.2), SETTINGS)
+
+
+def test_high_compression_ratio_is_a_loop():
+    words = tuple(words_at("la la la"))
+    assert is_hallucination(Segment(0, 1, words, compression_ratio=3.1), SETTINGS)
+
+
+def test_repeated_phrase_is_cut_after_the_allowed_repeats():
+    words = words_at("in being modern in being modern in being modern in being modern and then")
+    assert texts(cut_repetition_loop(words, SETTINGS)) == "in being modern in being modern"
+
+
+def test_natural_repetitions_are_kept():
+    for text in ("no no no I said", "the the cat", "very very very very good"):
+        words = words_at(text)
+        assert texts(cut_repetition_loop(words, SETTINGS)) == text
+
+
+def test_single_word_loop_is_cut():
+    words = words_at("go " * 12 + "stop")
+    assert texts(cut_repetition_loop(words, SETTINGS)) == "go go go go"
+
+
+def test_clean_segments_joins_the_kept_segments():
+    good = Segment(0, 1, tuple(words_at("hello there")))
+    bad = Segment(1, 2, tuple(words_at("subscribe now", start=1)), no_speech_prob=0.95, avg_logprob=-2)
+    assert texts(clean_segments((good, bad), SETTINGS)) == "hello there"
+
+
+def test_trailing_improbable_short_words_are_dropped():
+    from woasr.core.guards import drop_trailing_anomalies
+    from woasr.core.records import Word
+
+    words = (Word(0, 0.5, " themselves.", 0.99), Word(0.6, 0.62, " Hope.", 0.05))
+    assert drop_trailing_anomalies(words, SETTINGS) == words[:1]
+    confident_short = (Word(0, 0.5, " yes", 0.99), Word(0.6, 0.65, " a", 0.6))
+    assert drop_trailing_anomalies(confident_short, SETTINGS) == confident_short

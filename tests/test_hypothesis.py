@@ -1,0 +1,112 @@
+"""LocalAgreement on synthetic word lists: no model, no audio."""
+
+from woasr.core.hypothesis import HypothesisBuffer, normalize_token
+from woasr.core.records import Word
+
+from tests.fakes import words_at
+
+
+def texts(words):
+    return [w.text.strip() for w in words]
+
+
+def test_commits_the_prefix_two_hypotheses_agree_on():
+    buf = HypothesisBuffer()
+    buf.insert(words_at("the quick brown"))
+    assert buf.flush() == ()
+    assert texts(buf.partial) == ["the", "quick", "brown"]
+    buf.insert(words_at("the quick brown fox"))
+    assert texts(buf.flush()) == ["the", "quick", "brown"]
+    assert texts(buf.partial) == ["fox"]
+
+
+def test_disagreement_stops_the_commit():
+    buf = HypothesisBuffer()
+    buf.insert(words_at("the quick brown"))
+    buf.insert(words_at("a quick brown fox"))
+    assert buf.flush() == ()
+    assert texts(buf.partial) == ["a", "quick", "brown", "fox"]
+
+
+def test_comparison_ignores_case_and_punctuation():
+    buf = HypothesisBuffer()
+    buf.insert(words_at("Hello, world"))
+    buf.insert(words_at("hello World. again"))
+    assert texts(buf.flush()) == ["hello", "World."]
+    assert normalize_token(" Don't!") == normalize_token("don't")
+
+
+def test_never_commits_a_word_twice():
+    buf = HypothesisBuffer()
+    committed = []
+    for hypothesis in ("one two", "one two three", "one two three four", "one two three four five"):
+        buf.insert(words_at(hypothesis))
+        committed += buf.flush()
+    committed += buf.commit_all()
+    assert texts(committed) == ["one", "two", "three", "four", "five"]
+    assert all(a.end <= b.start for a, b in zip(committed, committed[1:]))
+
+
+def test_ignores_words_that_lie_before_the_last_committed_word():
+    buf = HypothesisBuffer()
+    buf.insert(words_at("alpha beta gamma"))
+    buf.insert(words_at("alpha beta gamma"))
+    assert texts(buf.flush()) == ["alpha", "beta", "gamma"]
+    # A later buffer re-hears the old words (slightly shifted) plus new ones.
+    old_and_new = [w.shifted(0.05) for w in words_at("beta gamma", start=0.4)] + words_at("delta", start=1.2)
+    buf.insert(old_and_new)
+    buf.insert(old_and_new)
+    assert texts(buf.flush()) == ["delta"]
+
+
+def test_removes_ngram_overlap_between_committed_tail_and_new_head():
+    buf = HypothesisBuffer()
+    buf.insert(words_at("we choose to go"))
+    buf.insert(words_at("we choose to go"))
+    assert texts(buf.flush()) == ["we", "choose", "to", "go"]
+    # Whisper repeats "to go" with times just after the committed end.
+    head = words_at("to go to the moon", start=1.5)
+    buf.insert(head)
+    buf.insert(head)
+    assert texts(buf.flush()) == ["to", "the", "moon"]
+
+
+def test_long_word_re_heard_far_before_committed_end_is_not_recommitted():
+    buf = HypothesisBuffer()
+    first = [Word(4.68, 5.68, " what")]
+    buf.insert(first)
+    buf.insert(first)
+    assert texts(buf.flush()) == ["what"]
+    again = [Word(4.62, 5.70, " what"), Word(5.70, 6.0, " your")]
+    buf.insert(again)
+    buf.insert(again + [Word(6.0, 6.3, " country")])
+    assert texts(buf.flush()) == ["your"]
+
+
+def test_agreement_of_three_needs_three_hypotheses():
+    buf = HypothesisBuffer(agreement=3)
+    buf.insert(words_at("a b"))
+    buf.insert(words_at("a b c"))
+    assert buf.flush() == ()
+    buf.insert(words_at("a b c d"))
+    assert texts(buf.flush()) == ["a", "b"]
+
+
+def test_commit_all_until_keeps_the_tail_pending():
+    buf = HypothesisBuffer()
+    buf.insert(words_at("one two three four"))  # ends 0.3, 0.7, 1.1, 1.5
+    assert texts(buf.commit_all(until=1.2)) == ["one", "two", "three"]
+    assert texts(buf.partial) == ["four"]
+    assert abs(buf.last_committed_end - 1.1) < 1e-9
+
+
+def test_reset_forgets_everything():
+    buf = HypothesisBuffer()
+    buf.insert(words_at("x y"))
+    buf.insert(words_at("x y"))
+    buf.flush()
+    buf.reset()
+    assert buf.partial == () and buf.last_committed_end == 0.0
+    buf.insert(words_at("x y"))
+    buf.insert(words_at("x y"))
+    assert texts(buf.flush()) == ["x", "y"]

@@ -1,0 +1,128 @@
+"""OnlineASRProcessor with a scripted backend: prompt, trimming, hard cap, finish."""
+
+import numpy as np
+import pytest
+
+from woasr.core.audio import SAMPLE_RATE
+from woasr.core.processor import OnlineASRProcessor, ProcessorSettings
+from woasr.core.records import Word
+
+from tests.fakes import ScriptedASR, clock_audio, words_at
+
+SENTENCES = " ".join(f"sentence {i} has five words." for i in range(40))
+
+
+def stream(processor, duration, chunk=0.5):
+    """Feed clock audio in chunks; return committed words and the max buffer length."""
+    committed, max_buffer = [], 0.0
+    t = 0.0
+    while t < duration:
+        end = min(t + chunk, duration)
+        processor.insert_audio(clock_audio(t, end))
+        committed += processor.process().committed
+        max_buffer = max(max_buffer, processor.buffer_s)
+        t = end
+    committed += processor.finish().committed
+    return committed, max_buffer
+
+
+def test_streams_every_word_once_in_order_and_finish_delivers_the_last():
+    script = words_at(SENTENCES)
+    processor = OnlineASRProcessor(ScriptedASR(script, segment_every=5))
+    committed, _ = stream(processor, script[-1].end + 0.05)
+    assert [w.text for w in committed] == [w.text for w in script]
+
+
+def test_finish_transcribes_audio_inserted_after_the_last_update():
+    script = words_at("hello there general kenobi")
+    processor = OnlineASRProcessor(ScriptedASR(script))
+    processor.insert_audio(clock_audio(0, 1.0))
+    first = processor.process()
+    processor.insert_audio(clock_audio(1.0, 2.0))
+    last = processor.finish()
+    assert [w.text.strip() for w in first.committed + last.committed] == ["hello", "there", "general", "kenobi"]
+    assert processor.finish().committed == ()
+
+
+def test_int16_pcm_is_accepted():
+    processor = OnlineASRProcessor(ScriptedASR([]))
+    processor.insert_audio(np.zeros(1600, dtype=np.int16))
+    assert processor.buffer_s == pytest.approx(0.1)
+    with pytest.raises(TypeError):
+        processor.insert_audio(np.zeros(10, dtype=np.int64))
+
+
+def test_buffer_is_trimmed_at_committed_segment_ends():
+    script = words_at(SENTENCES)  # 200 words over 80 s
+    processor = OnlineASRProcessor(ScriptedASR(script, segment_every=5), settings=ProcessorSettings(trim_s=5.0))
+    committed, max_buffer = stream(processor, script[-1].end + 0.05)
+    assert max_buffer < 5.0 + 2.5
+    assert len(committed) == len(script)
+
+
+def test_sentence_ends_trim_when_there_are_no_segment_boundaries():
+    script = words_at(SENTENCES)
+    processor = OnlineASRProcessor(ScriptedASR(script), settings=ProcessorSettings(trim_s=5.0))
+    committed, max_buffer = stream(processor, script[-1].end + 0.05)
+    assert max_buffer < 5.0 + 3.0
+    assert [w.text for w in committed] == [w.text for w in script]
+
+
+def test_prompt_is_committed_text_before_the_buffer_at_most_200_chars():
+    script = words_at(SENTENCES)
+    asr = ScriptedASR(script, segment_every=5)
+    processor = OnlineASRProcessor(asr, settings=ProcessorSettings(trim_s=5.0))
+    stream(processor, 60.0)
+    prompts = [p for _, _, p in asr.calls if p]
+    assert prompts, "trimming should have moved committed text into the prompt"
+    assert all(len(p) <= 200 for p in prompts)
+    # Every prompt is the tail of the text committed before that buffer's start.
+    for start, _, prompt in asr.calls:
+        if prompt:
+            before = "".join(w.text for w in script if w.end <= start + 1e-6).strip()
+            assert before.endswith(prompt)
+    assert max(len(p) for p in prompts) > 150
+
+
+def test_hard_cap_bounds_the_buffer_when_nothing_agrees():
+    script = words_at(" ".join(f"w{i}" for i in range(300)), step=0.4)  # two minutes of speech
+    processor = OnlineASRProcessor(ScriptedASR(script, drift=True), settings=ProcessorSettings(max_buffer_s=10.0, trim_s=5.0))
+    committed, max_buffer = stream(processor, 120.0)
+    assert max_buffer <= 10.0 + 0.5
+    # Forced commits still deliver speech, in order, each word once.
+    assert len(committed) > 250
+    assert all(a.end <= b.start + 1e-9 for a, b in zip(committed, committed[1:]))
+
+
+def test_silence_only_stream_stays_bounded():
+    processor = OnlineASRProcessor(ScriptedASR([]), settings=ProcessorSettings(max_buffer_s=8.0, trim_s=4.0))
+    committed, max_buffer = stream(processor, 60.0)
+    assert committed == [] and max_buffer <= 8.5
+
+
+def test_hallucinated_segments_and_loops_are_not_committed():
+    from woasr.core.records import Segment, Transcription
+
+    class Hallucinating:
+        def transcribe(self, audio, prompt, language):
+            loop = tuple(Word(1 + i * 0.3, 1.2 + i * 0.3, f" {t}") for i, t in enumerate("thank you. thank you. thank you. thank you.".split()))
+            silent = Segment(0.0, 1.0, (Word(0.0, 0.5, " Subscribe!"),), no_speech_prob=0.9, avg_logprob=-1.5)
+            looping = Segment(1.0, 2.0, loop)
+            return Transcription((silent, looping), "en")
+
+    processor = OnlineASRProcessor(Hallucinating())
+    processor.insert_audio(np.zeros(SAMPLE_RATE * 3, dtype=np.float32))
+    processor.process()
+    text = processor.finish().committed_text
+    assert "Subscribe" not in text
+    assert text.lower().count("thank you") == 2
+
+
+def test_reset_starts_a_new_stream():
+    script = words_at("one two three")
+    processor = OnlineASRProcessor(ScriptedASR(script))
+    stream(processor, 1.5)
+    processor.reset()
+    assert processor.buffer_s == 0 and processor.buffer_offset == 0
+    committed, _ = stream(processor, 1.5)
+    assert [w.text.strip() for w in committed] == ["one", "two", "three"]
