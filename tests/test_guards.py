@@ -52,5 +52,7 @@ def test_trailing_improbable_short_words_are_dropped():
 
     words = (Word(0, 0.5, " themselves.", 0.99), Word(0.6, 0.62, " Hope.", 0.05))
     assert drop_trailing_anomalies(words, SETTINGS) == words[:1]
-    confident_short = (Word(0, 0.5, " yes", 0.99), Word(0.6, 0.65, " a", 0.6))
+    confident_short = (Word(0, 0.5, " yes", 0.99), Word(0.6, 0.72, " a", 0.6))
     assert drop_trailing_anomalies(confident_short, SETTINGS) == confident_short
+    text_without_audio = words + tuple(Word(0.7, 0.7, f" {t}", 0.9) for t in "which are an".split())
+    assert drop_trailing_anomalies(text_without_audio, SETTINGS) == words[:1]

@@ -110,3 +110,11 @@ def test_reset_forgets_everything():
     buf.insert(words_at("x y"))
     buf.insert(words_at("x y"))
     assert texts(buf.flush()) == ["x", "y"]
+
+
+def test_flush_until_holds_back_words_near_the_buffer_end():
+    buf = HypothesisBuffer()
+    buf.insert(words_at("one two three"))  # ends 0.3, 0.7, 1.1
+    buf.insert(words_at("one two three"))
+    assert texts(buf.flush(until=0.8)) == ["one", "two"]
+    assert texts(buf.partial) == ["three"]

@@ -9,6 +9,8 @@ import sys
 from collections.abc import Sequence
 
 from woasr.asr.models import ModelUnavailableError
+from woasr.config import DEFAULT_TCP_PORT, default_host, env, env_float, env_int
+from woasr.core.processor import ProcessorSettings
 
 log = logging.getLogger("woasr")
 
@@ -16,12 +18,14 @@ log = logging.getLogger("woasr")
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     """Options every command that loads a model shares."""
     group = parser.add_argument_group("model")
-    group.add_argument("--model", default=None,
+    group.add_argument("--model", default=env("STREAM_MODEL"),
                        help="tiny.en, base, a CTranslate2 folder or a hub name "
                             "(default: tiny.en for --lang en, else base)")
-    group.add_argument("--lang", default="en",
-                       help="language code, or 'auto' to detect (default: en; eval: each clip's manifest language)")
-    group.add_argument("--backend", default="faster-whisper", choices=["faster-whisper"])
+    group.add_argument("--lang", default=env("STREAM_LANG", "en"),
+                       help="language code, or 'auto' to detect (env STREAM_LANG; default: en; "
+                            "eval: each clip's manifest language)")
+    group.add_argument("--backend", default=env("STREAM_BACKEND", "faster-whisper"), choices=["faster-whisper"],
+                       help="env STREAM_BACKEND (default: faster-whisper)")
     group.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     group.add_argument("--compute-type", default="int8", help="CTranslate2 compute type (default: int8)")
     group.add_argument("--threads", type=int, default=0, help="CPU threads for the model (0: all cores)")
@@ -33,11 +37,33 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--vad-filter", action="store_true", help="faster-whisper's Silero VAD filter")
 
 
+def add_processor_options(parser: argparse.ArgumentParser) -> None:
+    """Options of the streaming policy (ProcessorSettings)."""
+    defaults = ProcessorSettings()
+    group = parser.add_argument_group("streaming policy")
+    group.add_argument("--min-chunk", type=float, default=env_float("STREAM_MIN_CHUNK", 1.0),
+                       help="seconds of new audio per update (env STREAM_MIN_CHUNK; default: 1.0)")
+    group.add_argument("--agreement", type=int, default=defaults.agreement,
+                       help=f"LocalAgreement-n: hypotheses that must agree (default: {defaults.agreement})")
+    group.add_argument("--holdback", type=float, default=defaults.holdback_s,
+                       help=f"agreed words ending this close to the buffer end wait (default: {defaults.holdback_s})")
+    group.add_argument("--trim", type=float, default=defaults.trim_s,
+                       help=f"cut the buffer at a committed segment end past this length (default: {defaults.trim_s})")
+    group.add_argument("--max-buffer", type=float, default=defaults.max_buffer_s,
+                       help=f"hard cap of the buffer in seconds (default: {defaults.max_buffer_s})")
+
+
+def processor_settings(args: argparse.Namespace) -> ProcessorSettings:
+    return ProcessorSettings(
+        trim_s=args.trim, max_buffer_s=args.max_buffer, holdback_s=args.holdback, agreement=args.agreement
+    )
+
+
 def language_arg(value: str | None) -> str | None:
     return None if value in (None, "", "auto") else value
 
 
-def build_asr(args: argparse.Namespace):
+def build_asr(args: argparse.Namespace, workers: int = 1):
     from woasr.asr.faster_whisper_backend import DecodeSettings, FasterWhisperASR
 
     decode = DecodeSettings(
@@ -45,7 +71,7 @@ def build_asr(args: argparse.Namespace):
     )
     return FasterWhisperASR(
         args.model, language_arg(args.lang), device=args.device, compute_type=args.compute_type,
-        cpu_threads=args.threads, decode=decode,
+        cpu_threads=args.threads, workers=workers, decode=decode,
     )
 
 
@@ -55,7 +81,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from woasr.tools.simulate import simulate
 
     asr = build_asr(args)
-    processor = OnlineASRProcessor(asr, asr.language)
+    processor = OnlineASRProcessor(asr, asr.language, processor_settings(args))
     audio = load_audio(args.file)
     for step in simulate(processor, audio, args.min_chunk, aware=not args.comp_unaware):
         update = step.update
@@ -90,7 +116,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.lang is None and len(languages) == 1:
         args.lang = languages.pop()  # one language: its default model, no detection
     asr = build_asr(args)
-    report = evaluate(rows, asr, args.min_chunk, language=args.lang, aware=not args.comp_unaware)
+    report = evaluate(
+        rows, asr, args.min_chunk, language=args.lang, aware=not args.comp_unaware, settings=processor_settings(args)
+    )
     write_report(report, args.json)
     print(markdown_table(report))
     return 0
@@ -122,6 +150,70 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from woasr.server import ServerConfig, StreamingService
+
+    asr = build_asr(args, workers=args.workers)
+    config = ServerConfig(
+        host=args.host, tcp_port=args.tcp_port, min_chunk=args.min_chunk, idle_timeout=args.idle_timeout,
+        workers=args.workers, settings=processor_settings(args),
+    )
+    log.info(
+        "configuration: host=%s tcp_port=%d model=%s lang=%s backend=%s min_chunk=%g beam=%d "
+        "encoder_window=%s device=%s compute_type=%s workers=%d idle_timeout=%gs",
+        config.host, config.tcp_port, asr.choice.name, asr.language or "auto", args.backend, config.min_chunk,
+        args.beam, args.encoder_window, args.device, args.compute_type, config.workers, config.idle_timeout,
+    )
+    try:
+        asyncio.run(StreamingService(asr, config).serve_forever())
+    except KeyboardInterrupt:
+        log.info("stopped")
+    return 0
+
+
+def cmd_client(args: argparse.Namespace) -> int:
+    import asyncio
+    import signal
+
+    from woasr.clients.sources import file_source, mic_source
+    from woasr.clients.tcp_client import Backoff, GaveUp, stream_tcp
+
+    backoff = Backoff(initial=args.backoff, cap=args.backoff_cap, attempts=args.attempts)
+
+    async def run() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+        if args.file:
+            source = file_source(args.file, args.block, paced=not args.fast)
+        else:
+            device = int(args.device) if args.device and args.device.isdigit() else args.device
+            source = mic_source(stop, device, args.block)
+
+        async def until_stopped():
+            async for block in source:
+                yield block
+                if stop.is_set():
+                    break
+
+        if stop.is_set():
+            return 130
+        ring = await stream_tcp(args.host, args.port, until_stopped(), lambda line: print(line, flush=True),
+                                backoff, args.ring)
+        if ring.dropped_bytes:
+            log.warning("%.1f s of audio did not fit the %g s ring buffer during outages and was lost",
+                        ring.dropped_bytes / 32000, args.ring)
+        return 0
+
+    try:
+        return asyncio.run(run())
+    except GaveUp as exc:
+        log.error("%s", exc)
+        return 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="woasr", description="Real-time streaming speech recognition on Whisper.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -130,21 +222,50 @@ def build_parser() -> argparse.ArgumentParser:
     sim = sub.add_parser("simulate", help="stream a file through the processor on a simulated clock")
     sim.add_argument("file")
     add_model_options(sim)
-    sim.add_argument("--min-chunk", type=float, default=1.0, help="seconds of audio per update (default: 1.0)")
+    add_processor_options(sim)
     sim.add_argument("--comp-unaware", action="store_true", help="compute takes no simulated time")
     sim.add_argument("--json", action="store_true", help="JSON lines with words, partials and timings")
     sim.set_defaults(func=cmd_simulate)
 
     ev = sub.add_parser("eval", help="streaming vs offline WER, latency and cost over a manifest")
     ev.add_argument("--manifest", required=True, help="TSV: file seconds language reference ...")
-    ev.add_argument("--glob", default=None, help="only rows whose file matches, e.g. 'en/*'")
+    ev.add_argument("--glob", default=None, help="only rows whose file matches, e.g. 'en/*' or 'en/*,long/*'")
     ev.add_argument("--limit", type=int, default=None)
     add_model_options(ev)
     ev.set_defaults(lang=None)
-    ev.add_argument("--min-chunk", type=float, default=1.0)
+    add_processor_options(ev)
     ev.add_argument("--comp-unaware", action="store_true")
     ev.add_argument("--json", default=None, metavar="OUT", help="write the JSON report here")
     ev.set_defaults(func=cmd_eval)
+
+    serve = sub.add_parser("serve", help="run the streaming server (TCP :43007)")
+    serve.add_argument("--host", default=default_host(),
+                       help="address to listen on (env STREAM_HOST, then IP_ADDR; default: 127.0.0.1)")
+    serve.add_argument("--tcp-port", "--port", type=int, default=env_int("STREAM_PORT", DEFAULT_TCP_PORT),
+                       help=f"TCP port, 0 disables (env STREAM_PORT; default: {DEFAULT_TCP_PORT})")
+    serve.add_argument("--idle-timeout", type=float, default=60.0,
+                       help="close a connection silent for this many seconds (default: 60)")
+    serve.add_argument("--workers", type=int, default=1,
+                       help="model calls that may run at once (default: 1)")
+    add_model_options(serve)
+    add_processor_options(serve)
+    serve.set_defaults(func=cmd_serve)
+
+    client = sub.add_parser("client", help="stream the microphone or a file to a server and print its lines")
+    client.add_argument("--host", default=default_host(), help="server (env STREAM_HOST, then IP_ADDR)")
+    client.add_argument("--port", type=int, default=env_int("STREAM_PORT", DEFAULT_TCP_PORT),
+                        help=f"server TCP port (env STREAM_PORT; default: {DEFAULT_TCP_PORT})")
+    client.add_argument("--file", default=None, help="stream this file instead of the microphone")
+    client.add_argument("--fast", action="store_true", help="send the file as fast as possible, not in real time")
+    client.add_argument("--device", default=None, help="input device index or name (see `python -m sounddevice`)")
+    client.add_argument("--block", type=float, default=0.1, help="seconds per block sent (default: 0.1)")
+    client.add_argument("--ring", type=float, default=30.0,
+                        help="seconds of audio kept while disconnected (default: 30)")
+    client.add_argument("--backoff", type=float, default=0.5, help="first reconnect delay in seconds (default: 0.5)")
+    client.add_argument("--backoff-cap", type=float, default=10.0, help="longest reconnect delay (default: 10)")
+    client.add_argument("--attempts", type=int, default=20,
+                        help="failed connection attempts in a row before giving up, 0 = never (default: 20)")
+    client.set_defaults(func=cmd_client)
 
     mo = sub.add_parser("models", help="list, locate or prepare the offline models")
     mo.add_argument("action", choices=["list", "path", "prepare"])

@@ -29,10 +29,14 @@ class DecodeSettings:
     beam_size: int = 5
     task: Literal["transcribe", "translate"] = "transcribe"
     vad_filter: bool = False
-    encoder_window: Literal["full", "auto"] = "full"
+    encoder_window: Literal["full", "auto"] = "auto"
     """``full`` pads every buffer to 30 s as faster-whisper does; ``auto`` encodes
     the buffer plus one second, at least ``encoder_floor_s`` (see docs/eval.md)."""
     encoder_floor_s: float = 10.0
+    silence_pad_s: float = 1.0
+    """Real silence appended to each buffer before the model sees it. faster-whisper pads
+    the mel features with zeros, which is not what silence looks like to Whisper; without
+    this the last word of a buffer is often dropped or looped (see docs/eval.md)."""
 
 
 class _WindowedWhisperModel(WhisperModel):
@@ -53,10 +57,18 @@ class _WindowedWhisperModel(WhisperModel):
 
 
 def load_whisper(
-    choice: ModelChoice, device: str = "cpu", compute_type: str = "int8", cpu_threads: int = 0
+    choice: ModelChoice,
+    device: str = "cpu",
+    compute_type: str = "int8",
+    cpu_threads: int = 0,
+    workers: int = 1,
+    language: str | None = None,
 ) -> WhisperModel:
-    """Load the weights once; offline, a hub name fails fast with the offline names."""
-    kwargs = dict(device=device, compute_type=compute_type, cpu_threads=cpu_threads)
+    """Load the weights once; offline, a hub name fails fast with the offline names.
+
+    ``workers`` is how many transcriptions may run on the model at once.
+    """
+    kwargs = dict(device=device, compute_type=compute_type, cpu_threads=cpu_threads, num_workers=workers)
     try:
         return _WindowedWhisperModel(choice.source, local_files_only=True, **kwargs)
     except Exception as cached_error:  # noqa: BLE001 - faster-whisper raises many kinds
@@ -67,7 +79,7 @@ def load_whisper(
     except Exception as exc:  # noqa: BLE001
         raise ModelUnavailableError(
             f"model {choice.name!r} is not on this machine and could not be downloaded "
-            f"({type(exc).__name__}); {offline_hint()}"
+            f"({type(exc).__name__}); {offline_hint(language)}"
         ) from exc
 
 
@@ -82,6 +94,7 @@ class FasterWhisperASR:
         device: str = "cpu",
         compute_type: str = "int8",
         cpu_threads: int = 0,
+        workers: int = 1,
         decode: DecodeSettings | None = None,
         whisper: WhisperModel | None = None,
     ) -> None:
@@ -90,7 +103,7 @@ class FasterWhisperASR:
         self.device = device
         self.compute_type = compute_type
         self.decode = decode or DecodeSettings()
-        self.whisper = whisper or load_whisper(self.choice, device, compute_type, cpu_threads)
+        self.whisper = whisper or load_whisper(self.choice, device, compute_type, cpu_threads, workers, language)
         log.info(
             "model %s (%s) language=%s device=%s compute_type=%s beam=%d encoder_window=%s",
             self.choice.name, self.choice.source, self.language or "auto", device, compute_type,
@@ -114,6 +127,9 @@ class FasterWhisperASR:
         """Transcribe one buffer; word and segment times are relative to its start."""
         limit = _WindowedWhisperModel._limit
         limit.frames = self.encoder_frames(len(audio))
+        duration = len(audio) / SAMPLE_RATE
+        if self.decode.silence_pad_s > 0:
+            audio = np.concatenate([audio, np.zeros(round(self.decode.silence_pad_s * SAMPLE_RATE), np.float32)])
         try:
             segments, info = self.whisper.transcribe(
                 audio,
@@ -128,9 +144,12 @@ class FasterWhisperASR:
             )
             result = tuple(
                 Segment(
-                    start=float(s.start),
-                    end=float(s.end),
-                    words=tuple(Word(float(w.start), float(w.end), w.word, float(w.probability)) for w in s.words or ()),
+                    start=min(float(s.start), duration),
+                    end=min(float(s.end), duration),
+                    words=tuple(
+                        Word(min(float(w.start), duration), min(float(w.end), duration), w.word, float(w.probability))
+                        for w in s.words or ()
+                    ),
                     no_speech_prob=s.no_speech_prob,
                     avg_logprob=s.avg_logprob,
                     compression_ratio=s.compression_ratio,

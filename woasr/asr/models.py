@@ -135,5 +135,11 @@ def resolve_model(name: str | None, language: str | None) -> ModelChoice:
     return ModelChoice(name, name, english_only)
 
 
-def offline_hint() -> str:
-    return f"models that work offline here: {', '.join(OFFLINE_MODELS)} (multilingual: base)"
+def offline_hint(language: str | None = None) -> str:
+    """What to use instead when a model cannot be had (no internet)."""
+    suggestion = default_model(language)
+    target = f"for language {language!r}" if language else "for language auto-detection"
+    return (
+        f"models that work offline here: {', '.join(OFFLINE_MODELS)}; "
+        f"use --model {suggestion} (STREAM_MODEL={suggestion}) {target}"
+    )

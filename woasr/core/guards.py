@@ -39,16 +39,22 @@ def is_hallucination(segment: Segment, settings: GuardSettings) -> bool:
 
 
 def is_anomalous_word(word: Word, settings: GuardSettings) -> bool:
-    """An improbable word lasting under 0.133 s or over 2 s (faster-whisper's heuristic)."""
+    """Improbable, or implausibly short or long (the scoring of faster-whisper's hallucination check).
+
+    Words Whisper adds to trailing silence typically get almost no duration
+    ("which are an exact imitation" all at one instant) or a tiny probability.
+    """
     duration = word.end - word.start
-    return word.probability < settings.min_word_probability and (duration < 0.133 or duration > 2.0)
+    score = 1.0 if word.probability < settings.min_word_probability else 0.0
+    score += max(0.0, 0.133 - duration) * 15 + max(0.0, duration - 2.0)
+    return score >= 1.0
 
 
 def drop_trailing_anomalies(words: tuple[Word, ...], settings: GuardSettings) -> tuple[Word, ...]:
     """The words without the improbable ones at the end.
 
-    At the end of a stream nothing later can overrule the last hypothesis, and
-    Whisper likes to add a stray "Hope." or "you" to trailing silence.
+    Whisper likes to add a stray "Hope." or "Thank you." to the silence at the
+    end of a buffer; consecutive hypotheses may even agree on it.
     """
     end = len(words)
     while end and is_anomalous_word(words[end - 1], settings):
@@ -79,6 +85,6 @@ def cut_repetition_loop(words: list[Word], settings: GuardSettings) -> list[Word
 
 
 def clean_segments(segments: tuple[Segment, ...], settings: GuardSettings) -> list[Word]:
-    """The hypothesis' words without hallucinated segments and repetition loops."""
+    """The hypothesis' words without hallucinated segments, loops and an invented tail."""
     words = [w for s in segments if not is_hallucination(s, settings) for w in s.words]
-    return cut_repetition_loop(words, settings)
+    return list(drop_trailing_anomalies(tuple(cut_repetition_loop(words, settings)), settings))

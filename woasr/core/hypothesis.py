@@ -55,13 +55,20 @@ class HypothesisBuffer:
         fresh = [w for w in words if (w.start + w.end) / 2 > self.last_committed_end]
         self._hypotheses.append(self._drop_committed_overlap(fresh))
 
-    def flush(self) -> tuple[Word, ...]:
-        """Commit and return the prefix that the last ``agreement`` hypotheses share."""
+    def flush(self, until: float | None = None) -> tuple[Word, ...]:
+        """Commit and return the prefix that the last ``agreement`` hypotheses share.
+
+        With ``until``, only agreed words that end by then are committed: the
+        last fraction of a second of a buffer is where Whisper guesses.
+        """
         if len(self._hypotheses) < self.agreement:
             return ()
         newest = self._hypotheses[-1]
+        limit = len(newest)
+        if until is not None:
+            limit = next((i for i, w in enumerate(newest) if w.end > until), limit)
         agreed = 0
-        while agreed < len(newest) and all(
+        while agreed < limit and all(
             agreed < len(h) and normalize_token(h[agreed].text) == normalize_token(newest[agreed].text)
             for h in self._hypotheses
         ):

@@ -36,6 +36,8 @@ class ProcessorSettings:
     """Hard cap: at this length stable words are committed and the buffer is cut regardless."""
     cap_keep_s: float = 1.0
     """At the hard cap, words ending in the last this-many seconds stay uncommitted."""
+    holdback_s: float = 0.0
+    """Agreed words ending this close to the end of the buffer wait for the next update."""
     prompt_chars: int = 200
     """Committed text fed back as Whisper's prompt, at most this many characters."""
     agreement: int = 2
@@ -105,7 +107,8 @@ class OnlineASRProcessor:
             self.detected_language = result.language
         self.hypothesis.insert([w.shifted(offset) for w in clean_segments(result.segments, self.settings.guards)])
         self._segment_ends = [s.end + offset for s in result.segments if s.words]
-        committed = self._remember(self.hypothesis.flush())
+        until = self.received_until / SAMPLE_RATE - self.settings.holdback_s
+        committed = self._remember(self.hypothesis.flush(until))
         committed += self._keep_buffer_short()
         return Update(committed, self.hypothesis.partial)
 

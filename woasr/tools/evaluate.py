@@ -11,6 +11,7 @@ Definitions (docs/eval.md is the long form):
 from __future__ import annotations
 
 import csv
+import dataclasses
 import fnmatch
 import json
 import resource
@@ -42,13 +43,16 @@ class ManifestRow:
 
 
 def read_manifest(path: str | Path, pattern: str | None = None, limit: int | None = None) -> list[ManifestRow]:
-    """Rows of a TSV manifest (``file seconds language reference ...``), paths resolved."""
+    """Rows of a TSV manifest (``file seconds language reference ...``), paths resolved.
+
+    ``pattern`` is a glob on the file column; several may be given, comma-separated.
+    """
     path = Path(path)
     with path.open(newline="", encoding="utf-8") as f:
         rows = [
             ManifestRow(path.parent / r["file"], r["file"], float(r["seconds"]), r["language"], r["reference"])
             for r in csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-            if pattern is None or fnmatch.fnmatch(r["file"], pattern)
+            if pattern is None or any(fnmatch.fnmatch(r["file"], p.strip()) for p in pattern.split(","))
         ]
     return rows[:limit] if limit else rows
 
@@ -110,7 +114,7 @@ def evaluate(
     ``language`` None takes each clip's language from the manifest; ``"auto"``
     lets the model detect it.
     """
-    offline = asr.with_decode(encoder_window="full")
+    offline = asr.with_decode(encoder_window="full", silence_pad_s=0.0)  # plain faster-whisper
     clips: list[dict[str, Any]] = []
     streaming_errors, offline_errors = ErrorCount(), ErrorCount()
     latencies: list[float] = []
@@ -154,6 +158,7 @@ def evaluate(
         "computation_aware": aware,
         "beam_size": asr.decode.beam_size,
         "encoder_window": asr.decode.encoder_window,
+        "settings": dataclasses.asdict(settings or ProcessorSettings()),
         "n_clips": len(clips),
         "audio_s": round(audio_s, 2),
         "wer_streaming": round(streaming_errors.rate, 4),

@@ -1,0 +1,77 @@
+"""Helpers to run real servers and clients as subprocesses on free ports."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+WOASR = [sys.executable, "-m", "woasr.cli"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerProcess:
+    """``woasr serve`` (or a launcher script) in a subprocess; waits until it listens."""
+
+    def __init__(self, args: list[str], env: dict[str, str] | None = None, command: list[str] | None = None):
+        self.command = (command or [*WOASR, "serve"]) + args
+        self.env = {**os.environ, **(env or {})}
+        self.proc: subprocess.Popen[str] | None = None
+        self.output: list[str] = []
+        self.port: int | None = None
+
+    def start(self, timeout: float = 120.0) -> ServerProcess:
+        self.proc = subprocess.Popen(
+            self.command, cwd=ROOT, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        self._drain = threading.Thread(target=self._read_output, daemon=True)
+        self._drain.start()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            if match := re.search(r"listening tcp://[^:]+:(\d+)", self.text):
+                self.port = int(match.group(1))
+                return self
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError("server did not start:\n" + self.text)
+
+    def _read_output(self) -> None:
+        for line in self.proc.stdout:
+            self.output.append(line)
+
+    @property
+    def text(self) -> str:
+        return "".join(self.output)
+
+    def stop(self) -> str:
+        """Stop the server; return everything it printed."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc:
+            self._drain.join(timeout=5)
+        return self.text
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def __enter__(self) -> ServerProcess:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

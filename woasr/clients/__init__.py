@@ -1,0 +1,1 @@
+"""Streaming clients: audio sources, an outage ring buffer and the TCP client."""

@@ -1,0 +1,149 @@
+"""One streaming session: the protocol every transport drives.
+
+The session is sans-I/O. A transport feeds it bytes with the time they
+arrived and asks it for work; the model call itself is the only step that
+may run elsewhere (a worker thread), and it touches nothing the transport
+touches meanwhile:
+
+    session.receive_audio(data, now)          # event-loop thread
+    if session.due():
+        job = session.start_update()           # moves received audio into the processor
+        update = await run_in_worker(job)      # the model call
+        events = session.complete_update(update, now)   # finals/partials to send
+
+Audio that arrives while a job runs waits in the session's inbox, so under
+load each update covers more audio (the effective chunk grows) and nothing
+received is dropped.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from woasr.core.audio import SAMPLE_RATE, FloatAudio, pcm16le_to_float32
+from woasr.core.processor import OnlineASRProcessor
+from woasr.core.records import Update
+from woasr.protocol.events import Error, Event, Final, Flushed, Partial
+
+
+@dataclass(slots=True)
+class SessionStats:
+    """What a session log line and latency monitoring report."""
+
+    audio_s: float = 0.0
+    committed_words: int = 0
+    updates: int = 0
+    latencies: list[float] = field(default_factory=list)
+    """Committed word latency: emission time - arrival time of the audio holding its end."""
+
+    def percentile_ms(self, q: float) -> float | None:
+        return round(float(np.percentile(self.latencies, q)) * 1000) if self.latencies else None
+
+
+class StreamSession:
+    """Turns PCM16LE bytes into finals (and optional partials) for one client."""
+
+    def __init__(self, processor: OnlineASRProcessor, min_chunk: float = 1.0, partials: bool = False) -> None:
+        self.processor = processor
+        self.min_chunk = min_chunk
+        self.partials = partials
+        self.stats = SessionStats()
+        self.closed = False
+        self._carry = b""
+        self._inbox: list[FloatAudio] = []
+        self._inbox_samples = 0
+        self._received_samples = 0
+        self._arrivals: list[tuple[int, float]] = []
+        """(absolute sample index just past a chunk, arrival time); pruned as words commit."""
+        self._seq = 0
+        self._busy = False
+        self._flush_requested = False
+        self._finished = False
+
+    # -- input ---------------------------------------------------------------
+    def receive_audio(self, data: bytes, now: float) -> list[Event]:
+        """Accept PCM16LE bytes in any chunking; an odd byte waits for its pair."""
+        if self.closed:
+            return [Error("closed", f"{len(data)} bytes of audio after the session was closed were not processed")]
+        data = self._carry + data
+        usable = len(data) - len(data) % 2
+        self._carry = data[usable:]
+        if usable:
+            samples = pcm16le_to_float32(data[:usable])
+            self._inbox.append(samples)
+            self._inbox_samples += len(samples)
+            self._received_samples += len(samples)
+            self._arrivals.append((self._received_samples, now))
+            self.stats.audio_s = self._received_samples / SAMPLE_RATE
+        return []
+
+    def request_flush(self) -> None:
+        """Commit everything received so far at the next opportunity, then say so."""
+        self._flush_requested = True
+
+    def close(self) -> None:
+        """No more audio will come; the next :meth:`start_update` is the final one."""
+        self.closed = True
+
+    # -- work ----------------------------------------------------------------
+    @property
+    def pending_s(self) -> float:
+        """Seconds of audio received but not yet given to the model."""
+        return self._inbox_samples / SAMPLE_RATE
+
+    def due(self) -> bool:
+        """Whether an update should run now (enough new audio, a flush, or the end)."""
+        if self._busy:
+            return False
+        return self.pending_s >= self.min_chunk or self._flush_requested or (self.closed and not self._finished)
+
+    def start_update(self) -> Callable[[], Update]:
+        """Move received audio into the processor; return the model call to run."""
+        self._busy = True
+        if self._inbox:
+            self.processor.insert_audio(np.concatenate(self._inbox))
+            self._inbox.clear()
+            self._inbox_samples = 0
+        if self.closed or self._flush_requested:
+            return self.processor.finish
+        return self.processor.process
+
+    def complete_update(self, update: Update, now: float) -> list[Event]:
+        """Events for the result of a job started by :meth:`start_update`."""
+        self._busy = False
+        self.stats.updates += 1
+        events: list[Event] = []
+        if update.committed:
+            events.append(Final(self._seq, update.committed))
+            self._seq += 1
+            self.stats.committed_words += len(update.committed)
+            self.stats.latencies += [now - self._arrival_of(w.end) for w in update.committed]
+        if self.partials:
+            events.append(Partial(update.partial))
+        if self._flush_requested and not self.closed:
+            self._flush_requested = False
+            events.append(Flushed())
+        if self.closed and not self._inbox_samples:
+            self._finished = True
+            if self._carry:
+                events.append(Error("odd_byte", "the stream ended with half a PCM16 sample; it was ignored"))
+                self._carry = b""
+        return events
+
+    @property
+    def finished(self) -> bool:
+        """Closed, and every received sample has been through the model."""
+        return self._finished
+
+    def _arrival_of(self, seconds: float) -> float:
+        """Arrival time of the chunk that holds the sample at ``seconds``."""
+        sample = round(seconds * SAMPLE_RATE)
+        index = bisect.bisect_left(self._arrivals, (sample, float("-inf")))
+        index = min(index, len(self._arrivals) - 1)
+        arrived = self._arrivals[index][1]
+        del self._arrivals[: max(0, index - 1)]
+        return arrived

@@ -1,0 +1,1 @@
+"""Transports: move bytes between sockets and the session protocol, nothing more."""
