@@ -56,3 +56,12 @@ def test_trailing_improbable_short_words_are_dropped():
     assert drop_trailing_anomalies(confident_short, SETTINGS) == confident_short
     text_without_audio = words + tuple(Word(0.7, 0.7, f" {t}", 0.9) for t in "which are an".split())
     assert drop_trailing_anomalies(text_without_audio, SETTINGS) == words[:1]
+
+
+def test_unconfirmed_improbable_tail_is_dropped_at_the_end_of_a_stream():
+    from woasr.core.guards import drop_unconfirmed_tail
+    from woasr.core.records import Word
+
+    words = (Word(39.08, 39.62, " themselves.", 0.99), Word(39.62, 39.9, " helps.", 0.16))
+    assert drop_unconfirmed_tail(words, SETTINGS) == words[:1]
+    assert drop_unconfirmed_tail(words[:1], SETTINGS) == words[:1]

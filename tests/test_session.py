@@ -81,3 +81,26 @@ def test_latency_is_measured_from_audio_arrival():
     drive(session, [pcm(t / 10, (t + 1) / 10) for t in range(30)])
     assert session.stats.latencies and all(0 <= x < 3 for x in session.stats.latencies)
     assert session.stats.audio_s == np.float64(3.0)
+
+
+def test_close_during_a_running_update_still_finishes_the_stream():
+    session = new_session()
+    session.receive_audio(pcm(0, 2.0), 0.1)
+    job = session.start_update()  # a normal update is running ...
+    session.close()  # ... when the client half-closes
+    events = session.complete_update(job(), 0.2)
+    assert not session.finished and session.due()
+    events += session.complete_update(session.start_update()(), 0.3)
+    assert session.finished
+    assert " ".join(e.text for e in events if isinstance(e, Final)) == "one two three four five"
+
+
+def test_flush_during_a_running_update_is_answered_after_its_own_job():
+    session = new_session()
+    session.receive_audio(pcm(0, 1.2), 0.1)
+    job = session.start_update()
+    session.request_flush()
+    first = session.complete_update(job(), 0.2)
+    assert not any(isinstance(e, Flushed) for e in first)
+    second = session.complete_update(session.start_update()(), 0.3)
+    assert isinstance(second[-1], Flushed)

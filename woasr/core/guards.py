@@ -28,7 +28,9 @@ class GuardSettings:
     max_word_repeats: int = 4
     """A single word may repeat this many times in a row before the rest is cut."""
     min_word_probability: float = 0.15
-    """Below this, a word that is also implausibly short or long is an invention."""
+    """Below this a word is improbable (one sign of an invented word)."""
+    min_unconfirmed_probability: float = 0.35
+    """At the end of a stream, trailing words no second hypothesis confirmed need this much."""
 
 
 def is_hallucination(segment: Segment, settings: GuardSettings) -> bool:
@@ -58,6 +60,20 @@ def drop_trailing_anomalies(words: tuple[Word, ...], settings: GuardSettings) ->
     """
     end = len(words)
     while end and is_anomalous_word(words[end - 1], settings):
+        end -= 1
+    return words[:end]
+
+
+def drop_unconfirmed_tail(words: tuple[Word, ...], settings: GuardSettings) -> tuple[Word, ...]:
+    """The last hypothesis of a stream without its improbable trailing words.
+
+    When the stream ends, the words no later hypothesis could confirm are
+    committed on the model's word alone; a stray low-probability word in the
+    final silence ("themselves. helps.") is left out.
+    """
+    words = drop_trailing_anomalies(words, settings)
+    end = len(words)
+    while end and words[end - 1].probability < settings.min_unconfirmed_probability:
         end -= 1
     return words[:end]
 

@@ -10,7 +10,7 @@ import numpy as np
 import numpy.typing as npt
 
 from woasr.core.audio import SAMPLE_RATE, FloatAudio, to_float32
-from woasr.core.guards import GuardSettings, clean_segments, drop_trailing_anomalies
+from woasr.core.guards import GuardSettings, clean_segments, drop_unconfirmed_tail
 from woasr.core.hypothesis import HypothesisBuffer
 from woasr.core.records import Segment, Transcription, Update, Word, join_words
 
@@ -121,7 +121,7 @@ class OnlineASRProcessor:
         committed: tuple[Word, ...] = ()
         if self.received_until > self.processed_until:
             committed = self.process().committed
-        kept = drop_trailing_anomalies(self.hypothesis.partial, self.settings.guards)
+        kept = drop_unconfirmed_tail(self.hypothesis.partial, self.settings.guards)
         committed += self._remember(self.hypothesis.commit_all(until=kept[-1].end if kept else -1.0))
         self.hypothesis.discard_pending()
         self._cut_buffer(self.received_until / SAMPLE_RATE)

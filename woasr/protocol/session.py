@@ -63,6 +63,8 @@ class StreamSession:
         self._busy = False
         self._flush_requested = False
         self._finished = False
+        self._job_finishes = False
+        self._job_flushes = False
 
     # -- input ---------------------------------------------------------------
     def receive_audio(self, data: bytes, now: float) -> list[Event]:
@@ -108,7 +110,10 @@ class StreamSession:
             self.processor.insert_audio(np.concatenate(self._inbox))
             self._inbox.clear()
             self._inbox_samples = 0
-        if self.closed or self._flush_requested:
+        self._job_finishes = self.closed
+        self._job_flushes = self._flush_requested and not self.closed
+        self._flush_requested = False
+        if self._job_finishes or self._job_flushes:
             return self.processor.finish
         return self.processor.process
 
@@ -124,10 +129,9 @@ class StreamSession:
             self.stats.latencies += [now - self._arrival_of(w.end) for w in update.committed]
         if self.partials:
             events.append(Partial(update.partial))
-        if self._flush_requested and not self.closed:
-            self._flush_requested = False
+        if self._job_flushes:
             events.append(Flushed())
-        if self.closed and not self._inbox_samples:
+        if self._job_finishes:
             self._finished = True
             if self._carry:
                 events.append(Error("odd_byte", "the stream ended with half a PCM16 sample; it was ignored"))
