@@ -185,3 +185,15 @@ def test_seed_example_fails_clearly_offline():
     )
     assert result.returncode != 0
     assert "--model base" in result.stderr and "'ko'" in result.stderr
+
+
+def test_idle_connection_is_closed_with_a_log_line(manifest):
+    with ServerProcess(["--tcp-port", str(free_port()), "--idle-timeout", "1.5"]) as proc:
+        with socket.create_connection(("127.0.0.1", proc.port), timeout=30) as sock:
+            sock.sendall(pcm_of(manifest, "en/ljspeech_LJ001-0002.wav"))
+            received = b""
+            while part := sock.recv(65536):  # the server finishes the session and closes
+                received += part
+        assert "modern" in received.decode().lower()
+        time.sleep(0.2)
+        assert "idle for 1.5 s" in proc.text

@@ -33,6 +33,8 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--encoder-window", choices=["full", "auto"], default="auto",
                        help="full: pad to 30 s as faster-whisper does; auto: encode the buffer "
                             "+1 s, at least 10 s (default: auto, see docs/eval.md)")
+    group.add_argument("--silence-pad", type=float, default=1.0,
+                       help="seconds of silence appended to each buffer for the model (default: 1.0; 0 = off)")
     group.add_argument("--task", choices=["transcribe", "translate"], default="transcribe")
     group.add_argument("--vad-filter", action="store_true", help="faster-whisper's Silero VAD filter")
 
@@ -67,7 +69,8 @@ def build_asr(args: argparse.Namespace, workers: int = 1):
     from woasr.asr.faster_whisper_backend import DecodeSettings, FasterWhisperASR
 
     decode = DecodeSettings(
-        beam_size=args.beam, task=args.task, vad_filter=args.vad_filter, encoder_window=args.encoder_window
+        beam_size=args.beam, task=args.task, vad_filter=args.vad_filter, encoder_window=args.encoder_window,
+        silence_pad_s=args.silence_pad,
     )
     return FasterWhisperASR(
         args.model, language_arg(args.lang), device=args.device, compute_type=args.compute_type,
@@ -178,7 +181,7 @@ def cmd_client(args: argparse.Namespace) -> int:
     import signal
 
     from woasr.clients.sources import file_source, mic_source
-    from woasr.clients.tcp_client import Backoff, GaveUp, stream_tcp
+    from woasr.clients.tcp_client import Backoff, GaveUp, SourceFailed, stream_tcp
 
     backoff = Backoff(initial=args.backoff, cap=args.backoff_cap, attempts=args.attempts)
 
@@ -209,9 +212,24 @@ def cmd_client(args: argparse.Namespace) -> int:
 
     try:
         return asyncio.run(run())
-    except GaveUp as exc:
+    except (GaveUp, SourceFailed) as exc:
         log.error("%s", exc)
         return 1
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from woasr.tools.bench import bench, markdown_table
+    from woasr.tools.evaluate import read_manifest, write_report
+
+    rows = read_manifest(args.manifest, args.glob)
+    if not rows:
+        log.error("no manifest rows match %r", args.glob)
+        return 2
+    counts = [int(n) for n in args.streams.split(",")]
+    report = bench(rows, counts, args.seconds, args.url, args.serve_args.split())
+    write_report(report, args.json)
+    print(markdown_table(report))
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -266,6 +284,17 @@ def build_parser() -> argparse.ArgumentParser:
     client.add_argument("--attempts", type=int, default=20,
                         help="failed connection attempts in a row before giving up, 0 = never (default: 20)")
     client.set_defaults(func=cmd_client)
+
+    be = sub.add_parser("bench", help="latency and WER of N concurrent real-time streams against a server")
+    be.add_argument("--streams", default="1,2,4", help="comma-separated stream counts (default: 1,2,4)")
+    be.add_argument("--manifest", required=True)
+    be.add_argument("--glob", default="en/*", help="clips to stream (default: en/*)")
+    be.add_argument("--seconds", type=float, default=30.0, help="audio per stream, clips joined (default: 30)")
+    be.add_argument("--url", default=None, help="a running server, tcp://HOST:PORT (default: start one)")
+    be.add_argument("--serve-args", default="--min-chunk 0.5",
+                    help="arguments for the started server (default: '--min-chunk 0.5')")
+    be.add_argument("--json", default=None, metavar="OUT")
+    be.set_defaults(func=cmd_bench)
 
     mo = sub.add_parser("models", help="list, locate or prepare the offline models")
     mo.add_argument("action", choices=["list", "path", "prepare"])

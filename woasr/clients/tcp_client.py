@@ -41,6 +41,10 @@ class GaveUp(ConnectionError):
     """The server stayed unreachable for every allowed attempt."""
 
 
+class SourceFailed(RuntimeError):
+    """The audio source (microphone, file) stopped with an error."""
+
+
 async def stream_tcp(
     host: str,
     port: int,
@@ -72,6 +76,8 @@ async def stream_tcp(
     failures = 0
     try:
         while True:
+            await asyncio.sleep(0)  # let the source start (and fail early, e.g. no microphone)
+            _raise_if_failed(capturing)
             try:
                 reader, writer = await asyncio.open_connection(host, port)
             except OSError as exc:
@@ -86,10 +92,16 @@ async def stream_tcp(
             failures = 0
             log.info("connected to %s:%d", host, port)
             if await _run_connection(reader, writer, ring, wake, source_done, on_line):
+                _raise_if_failed(capturing)
                 return ring
             log.warning("connection lost; reconnecting (%.1f s of audio buffered)", ring.seconds)
     finally:
         capturing.cancel()
+
+
+def _raise_if_failed(capturing: asyncio.Task[None]) -> None:
+    if capturing.done() and not capturing.cancelled() and (error := capturing.exception()):
+        raise SourceFailed(f"audio source failed: {error}") from error
 
 
 async def _run_connection(

@@ -76,7 +76,7 @@ class TCPServer:
             while not session.finished and not aborted:
                 await arrived.wait()
                 arrived.clear()
-                while session.due():
+                while session.due() and not aborted:
                     update = await self.engine.run(session.start_update())
                     await self._send(writer, session.complete_update(update, loop.time()))
         except ConnectionError as exc:
