@@ -33,8 +33,8 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--encoder-window", choices=["full", "auto"], default="auto",
                        help="full: pad to 30 s as faster-whisper does; auto: encode the buffer "
                             "+1 s, at least 10 s (default: auto, see docs/eval.md)")
-    group.add_argument("--silence-pad", type=float, default=1.0,
-                       help="seconds of silence appended to each buffer for the model (default: 1.0; 0 = off)")
+    group.add_argument("--silence-pad", type=float, default=0.0,
+                       help="seconds of silence appended to every buffer for the model (default: 0 = off)")
     group.add_argument("--task", choices=["transcribe", "translate"], default="transcribe")
     group.add_argument("--vad-filter", action="store_true", help="faster-whisper's Silero VAD filter")
 

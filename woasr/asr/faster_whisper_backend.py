@@ -33,10 +33,10 @@ class DecodeSettings:
     """``full`` pads every buffer to 30 s as faster-whisper does; ``auto`` encodes
     the buffer plus one second, at least ``encoder_floor_s`` (see docs/eval.md)."""
     encoder_floor_s: float = 10.0
-    silence_pad_s: float = 1.0
-    """Real silence appended to each buffer before the model sees it. faster-whisper pads
-    the mel features with zeros, which is not what silence looks like to Whisper; without
-    this the last word of a buffer is often dropped or looped (see docs/eval.md)."""
+    silence_pad_s: float = 0.0
+    """Real silence appended to each buffer before the model sees it. Off by default: with
+    the ``auto`` window it made Whisper loop in about one update in ten (docs/eval.md); the
+    processor pads the last buffer of a stream instead (``ProcessorSettings.finish_pad_s``)."""
 
 
 class _WindowedWhisperModel(WhisperModel):
@@ -125,11 +125,13 @@ class FasterWhisperASR:
 
     def transcribe(self, audio: FloatAudio, prompt: str = "", language: str | None = None) -> Transcription:
         """Transcribe one buffer; word and segment times are relative to its start."""
-        limit = _WindowedWhisperModel._limit
-        limit.frames = self.encoder_frames(len(audio))
         duration = len(audio) / SAMPLE_RATE
         if self.decode.silence_pad_s > 0:
             audio = np.concatenate([audio, np.zeros(round(self.decode.silence_pad_s * SAMPLE_RATE), np.float32)])
+        # The window is sized on the padded audio: Whisper needs padding frames after
+        # the last sound to know where the audio ends, or it loops in the silence.
+        limit = _WindowedWhisperModel._limit
+        limit.frames = self.encoder_frames(len(audio))
         try:
             segments, info = self.whisper.transcribe(
                 audio,
@@ -144,12 +146,9 @@ class FasterWhisperASR:
             )
             result = tuple(
                 Segment(
-                    start=min(float(s.start), duration),
-                    end=min(float(s.end), duration),
-                    words=tuple(
-                        Word(min(float(w.start), duration), min(float(w.end), duration), w.word, float(w.probability))
-                        for w in s.words or ()
-                    ),
+                    start=float(s.start),
+                    end=float(s.end),
+                    words=tuple(Word(float(w.start), float(w.end), w.word, float(w.probability)) for w in s.words or ()),
                     no_speech_prob=s.no_speech_prob,
                     avg_logprob=s.avg_logprob,
                     compression_ratio=s.compression_ratio,
@@ -158,4 +157,4 @@ class FasterWhisperASR:
             )
         finally:
             limit.frames = None
-        return Transcription(result, info.language)
+        return Transcription(result, info.language).clipped(duration)

@@ -38,6 +38,9 @@ class ProcessorSettings:
     """At the hard cap, words ending in the last this-many seconds stay uncommitted."""
     holdback_s: float = 0.0
     """Agreed words ending this close to the end of the buffer wait for the next update."""
+    finish_pad_s: float = 0.5
+    """At the end of a stream the model hears this much silence after the last sample,
+    so a word that runs up to the very end is recognised as complete."""
     prompt_chars: int = 200
     """Committed text fed back as Whisper's prompt, at most this many characters."""
     agreement: int = 2
@@ -98,11 +101,19 @@ class OnlineASRProcessor:
 
     def process(self) -> Update:
         """Transcribe the buffer once; commit what the last hypotheses agree on."""
+        return self._process(pad_s=0.0)
+
+    def _process(self, pad_s: float) -> Update:
         if not len(self.audio):
             return Update(partial=self.hypothesis.partial)
         self.processed_until = self.received_until
         offset = self.buffer_offset / SAMPLE_RATE
-        result = self.asr.transcribe(self.audio, self.prompt(), self.language or self.detected_language)
+        audio = self.audio
+        if pad_s > 0:
+            audio = np.concatenate([audio, np.zeros(round(pad_s * SAMPLE_RATE), np.float32)])
+        result = self.asr.transcribe(audio, self.prompt(), self.language or self.detected_language)
+        if pad_s > 0:
+            result = result.clipped(self.buffer_s)
         if self.language is None and result.language and self.buffer_s >= LANGUAGE_LOCK_S:
             self.detected_language = result.language
         self.hypothesis.insert([w.shifted(offset) for w in clean_segments(result.segments, self.settings.guards)])
@@ -120,7 +131,7 @@ class OnlineASRProcessor:
         """
         committed: tuple[Word, ...] = ()
         if self.received_until > self.processed_until:
-            committed = self.process().committed
+            committed = self._process(pad_s=self.settings.finish_pad_s).committed
         kept = drop_unconfirmed_tail(self.hypothesis.partial, self.settings.guards)
         committed += self._remember(self.hypothesis.commit_all(until=kept[-1].end if kept else -1.0))
         self.hypothesis.discard_pending()

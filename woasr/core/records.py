@@ -61,6 +61,19 @@ class Transcription:
     def words(self) -> tuple[Word, ...]:
         return tuple(w for s in self.segments for w in s.words)
 
+    def clipped(self, seconds: float) -> Transcription:
+        """The same transcription with every time capped at ``seconds`` (the real audio's end)."""
+
+        def clip(word: Word) -> Word:
+            return Word(min(word.start, seconds), min(word.end, seconds), word.text, word.probability)
+
+        segments = tuple(
+            Segment(min(s.start, seconds), min(s.end, seconds), tuple(map(clip, s.words)),
+                    s.no_speech_prob, s.avg_logprob, s.compression_ratio)
+            for s in self.segments
+        )
+        return Transcription(segments, self.language)
+
 
 @dataclass(frozen=True, slots=True)
 class Update:
