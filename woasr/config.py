@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_TCP_PORT = 43007
@@ -20,21 +24,19 @@ def default_host() -> str:
     return env("STREAM_HOST") or env("IP_ADDR") or DEFAULT_HOST
 
 
-def env_int(name: str, default: int) -> int:
+def _env_parsed(name: str, default: T, parse: Callable[[str], T], what: str) -> T:
     value = env(name)
     if value is None:
         return default
     try:
-        return int(value)
+        return parse(value)
     except ValueError:
-        raise SystemExit(f"{name}={value!r} is not a whole number") from None
+        raise SystemExit(f"{name}={value!r} is not {what}") from None
+
+
+def env_int(name: str, default: int) -> int:
+    return _env_parsed(name, default, int, "a whole number")
 
 
 def env_float(name: str, default: float) -> float:
-    value = env(name)
-    if value is None:
-        return default
-    try:
-        return float(value)
-    except ValueError:
-        raise SystemExit(f"{name}={value!r} is not a number") from None
+    return _env_parsed(name, default, float, "a number")
