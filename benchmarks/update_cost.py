@@ -18,7 +18,7 @@ import ctranslate2
 import numpy as np
 from faster_whisper.audio import pad_or_trim
 
-from woasr.asr.faster_whisper_backend import DecodeSettings, FasterWhisperASR
+from woasr.asr.faster_whisper_backend import FasterWhisperASR
 from woasr.audio_io import load_audio
 from woasr.core.audio import SAMPLE_RATE
 

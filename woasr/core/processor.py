@@ -12,7 +12,7 @@ import numpy.typing as npt
 from woasr.core.audio import SAMPLE_RATE, FloatAudio, to_float32
 from woasr.core.guards import GuardSettings, clean_segments, drop_unconfirmed_tail
 from woasr.core.hypothesis import HypothesisBuffer
-from woasr.core.records import Segment, Transcription, Update, Word, join_words
+from woasr.core.records import Transcription, Update, Word, join_words
 
 SENTENCE_ENDS = (".", "?", "!", "。", "？", "！")
 

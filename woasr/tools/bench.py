@@ -19,9 +19,7 @@ import os
 import re
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
