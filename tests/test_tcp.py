@@ -197,3 +197,19 @@ def test_idle_connection_is_closed_with_a_log_line(manifest):
         assert "modern" in received.decode().lower()
         time.sleep(0.2)
         assert "idle for 1.5 s" in proc.text
+
+
+def test_client_ctrl_c_sends_what_it_has_and_prints_the_last_lines(server, manifest):
+    import signal
+
+    client = subprocess.Popen(
+        [*WOASR, "client", "--port", str(server.port), "--file", str(manifest[JFK].path)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    time.sleep(5.0)  # "And so my fellow Americans, ask not" has been spoken by now
+    client.send_signal(signal.SIGINT)
+    out, err = client.communicate(timeout=60)
+    assert client.returncode == 0, err
+    text = normalize_text(transcript(out.splitlines()))
+    assert "fellow americans" in text, out
+    assert "for your country" not in text  # it stopped early, and said what it had
