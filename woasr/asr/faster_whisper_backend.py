@@ -157,4 +157,5 @@ class FasterWhisperASR:
             )
         finally:
             limit.frames = None
-        return Transcription(result, info.language).clipped(duration)
+        transcription = Transcription(result, info.language)
+        return transcription.clipped(duration) if self.decode.silence_pad_s > 0 else transcription
