@@ -22,9 +22,8 @@ def to_pcm16(audio: np.ndarray) -> bytes:
     return (np.clip(audio, -1.0, 1.0) * 32767).astype("<i2").tobytes()
 
 
-async def file_source(path: str | Path, block_s: float = 0.1, paced: bool = True) -> AsyncIterator[bytes]:
-    """The file's audio in blocks, each released when it would have been spoken."""
-    pcm = to_pcm16(load_audio(path))
+async def paced_blocks(pcm: bytes, block_s: float = 0.1, paced: bool = True) -> AsyncIterator[bytes]:
+    """PCM16 audio in blocks, each released when it would have been spoken (or at once)."""
     step = int(block_s * SAMPLE_RATE) * 2
     loop = asyncio.get_running_loop()
     started = loop.time()
@@ -32,6 +31,12 @@ async def file_source(path: str | Path, block_s: float = 0.1, paced: bool = True
         if paced:
             await asyncio.sleep(max(0.0, started + (index + 1) * block_s - loop.time()))
         yield pcm[offset : offset + step]
+
+
+async def file_source(path: str | Path, block_s: float = 0.1, paced: bool = True) -> AsyncIterator[bytes]:
+    """The file's audio in blocks, paced in real time unless ``paced`` is false."""
+    async for block in paced_blocks(to_pcm16(load_audio(path)), block_s, paced):
+        yield block
 
 
 async def mic_source(

@@ -27,7 +27,7 @@ import psutil
 from tqdm import tqdm
 
 from woasr.audio_io import load_audio
-from woasr.clients.sources import to_pcm16
+from woasr.clients.sources import paced_blocks, to_pcm16
 from woasr.core.audio import SAMPLE_RATE
 from woasr.tools.evaluate import ManifestRow, percentiles_ms
 from woasr.tools.textnorm import ErrorCount, count_errors
@@ -98,14 +98,13 @@ async def run_tcp_client(host: str, port: int, playlist: Playlist) -> ClientResu
             result.text.append(words)
 
     receiving = asyncio.create_task(receive())
-    step = int(BLOCK_S * SAMPLE_RATE) * 2
-    started = loop.time()
+    sent_bytes = 0
     try:
-        for index, offset in enumerate(range(0, len(playlist.pcm), step)):
-            await asyncio.sleep(max(0.0, started + (index + 1) * BLOCK_S - loop.time()))
-            writer.write(playlist.pcm[offset : offset + step])
+        async for block in paced_blocks(playlist.pcm, BLOCK_S):
+            writer.write(block)
             await writer.drain()
-            sent_ends.append(round((offset + step) / 2 / SAMPLE_RATE * 1000))
+            sent_bytes += len(block)
+            sent_ends.append(round(sent_bytes / 2 / SAMPLE_RATE * 1000))
             sent_at.append(loop.time())
         writer.write_eof()
         await receiving
