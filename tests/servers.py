@@ -22,14 +22,20 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    """``woasr serve`` (or a launcher script) in a subprocess; waits until it listens."""
+    """``woasr serve`` (or a launcher script) in a subprocess; waits until its model is ready.
+
+    ``port`` is the TCP port and ``ws_port`` the WebSocket/HTTP port (None when disabled).
+    """
 
     def __init__(self, args: list[str], env: dict[str, str] | None = None, command: list[str] | None = None):
+        if command is None and "--ws-port" not in args:
+            args = [*args, "--ws-port", "0"]  # tests that want WebSocket ask for a free port
         self.command = (command or [*WOASR, "serve"]) + args
         self.env = {**os.environ, **(env or {})}
         self.proc: subprocess.Popen[str] | None = None
         self.output: list[str] = []
         self.port: int | None = None
+        self.ws_port: int | None = None
 
     def start(self, timeout: float = 120.0) -> ServerProcess:
         self.proc = subprocess.Popen(
@@ -39,8 +45,11 @@ class ServerProcess:
         self._drain.start()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and self.proc.poll() is None:
-            if match := re.search(r"listening tcp://[^:]+:(\d+)", self.text):
-                self.port = int(match.group(1))
+            if "ready model=" in self.text:
+                if match := re.search(r"listening tcp://[^:]+:(\d+)", self.text):
+                    self.port = int(match.group(1))
+                if match := re.search(r"listening ws://[^:]+:(\d+)", self.text):
+                    self.ws_port = int(match.group(1))
                 return self
             time.sleep(0.05)
         self.stop()
@@ -66,6 +75,14 @@ class ServerProcess:
         if self.proc:
             self._drain.join(timeout=5)
         return self.text
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.ws_port}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.ws_port}"
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

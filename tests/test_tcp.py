@@ -161,7 +161,7 @@ def test_file_client_survives_a_server_restart(manifest):
 
 def test_launcher_scripts_honour_the_environment(manifest):
     port = free_port()
-    env = {"STREAM_PORT": str(port), "STREAM_MIN_CHUNK": "0.7", "IP_ADDR": "127.0.0.1", "STREAM_HOST": "",
+    env = {"STREAM_PORT": str(port), "STREAM_WS_PORT": str(free_port()), "STREAM_MIN_CHUNK": "0.7", "IP_ADDR": "127.0.0.1", "STREAM_HOST": "",
            "STREAM_MODEL": "tiny.en", "STREAM_LANG": "en"}
     with ServerProcess([], env=env, command=["bash", str(ROOT / "scripts" / "streaming_server.sh")]) as proc:
         assert proc.port == port
@@ -181,7 +181,8 @@ def test_seed_example_fails_clearly_offline():
     result = subprocess.run(
         ["bash", str(ROOT / "scripts" / "streaming_server.sh")], cwd=ROOT, capture_output=True, text=True,
         env={**os.environ, "HF_HUB_OFFLINE": "1", "STREAM_MODEL": "small", "STREAM_LANG": "ko",
-             "STREAM_MIN_CHUNK": "0.3", "STREAM_PORT": str(free_port())}, timeout=120,
+             "STREAM_MIN_CHUNK": "0.3", "STREAM_PORT": str(free_port()),
+             "STREAM_WS_PORT": str(free_port())}, timeout=120,
     )
     assert result.returncode != 0
     assert "--model base" in result.stderr and "'ko'" in result.stderr

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from woasr.asr.models import ModelUnavailableError
-from woasr.config import DEFAULT_TCP_PORT, default_host, env, env_float, env_int
+from woasr.config import DEFAULT_TCP_PORT, DEFAULT_WS_PORT, default_host, env, env_float, env_int
 from woasr.core.processor import ProcessorSettings
 
 log = logging.getLogger("woasr")
@@ -156,21 +156,30 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import asyncio
 
-    from woasr.server import ServerConfig, StreamingService
+    from woasr.asr.models import resolve_model
+    from woasr.server import ModelLoadFailed, ServerConfig, StreamingService
 
-    asr = build_asr(args, workers=args.workers)
+    if args.tcp_port <= 0 and args.ws_port <= 0:
+        log.error("nothing to serve: --tcp-port and --ws-port are both 0")
+        return 2
+    choice = resolve_model(args.model, language_arg(args.lang))  # a wrong name fails before listening
     config = ServerConfig(
         host=args.host, tcp_port=args.tcp_port, min_chunk=args.min_chunk, idle_timeout=args.idle_timeout,
-        workers=args.workers, settings=processor_settings(args),
+        workers=args.workers, settings=processor_settings(args), ws_port=args.ws_port,
+        ws_max_frame=args.ws_max_frame,
     )
     log.info(
-        "configuration: host=%s tcp_port=%d model=%s lang=%s backend=%s min_chunk=%g beam=%d "
-        "encoder_window=%s device=%s compute_type=%s workers=%d idle_timeout=%gs",
-        config.host, config.tcp_port, asr.choice.name, asr.language or "auto", args.backend, config.min_chunk,
-        args.beam, args.encoder_window, args.device, args.compute_type, config.workers, config.idle_timeout,
+        "configuration: host=%s tcp_port=%d ws_port=%d model=%s lang=%s backend=%s min_chunk=%g beam=%d "
+        "encoder_window=%s device=%s compute_type=%s workers=%d idle_timeout=%gs ws_max_frame=%d",
+        config.host, config.tcp_port, config.ws_port, choice.name, args.lang or "auto", args.backend,
+        config.min_chunk, args.beam, args.encoder_window, args.device, args.compute_type, config.workers,
+        config.idle_timeout, config.ws_max_frame,
     )
     try:
-        asyncio.run(StreamingService(asr, config).serve_forever())
+        asyncio.run(StreamingService(lambda: build_asr(args, workers=args.workers), config).serve_forever())
+    except ModelLoadFailed as exc:
+        log.error("%s", exc)
+        return 2
     except KeyboardInterrupt:
         log.info("stopped")
     return 0
@@ -256,13 +265,20 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", default=None, metavar="OUT", help="write the JSON report here")
     ev.set_defaults(func=cmd_eval)
 
-    serve = sub.add_parser("serve", help="run the streaming server (TCP :43007)")
+    serve = sub.add_parser("serve", help="run the streaming server (TCP :43007, WebSocket/HTTP :43008)")
     serve.add_argument("--host", default=default_host(),
                        help="address to listen on (env STREAM_HOST, then IP_ADDR; default: 127.0.0.1)")
     serve.add_argument("--tcp-port", "--port", type=int, default=env_int("STREAM_PORT", DEFAULT_TCP_PORT),
                        help=f"TCP port, 0 disables (env STREAM_PORT; default: {DEFAULT_TCP_PORT})")
+    serve.add_argument("--ws-port", type=int, default=env_int("STREAM_WS_PORT", DEFAULT_WS_PORT),
+                       help=f"WebSocket/HTTP port (page, REST), 0 disables (env STREAM_WS_PORT; "
+                            f"default: {DEFAULT_WS_PORT})")
+    serve.add_argument("--ws-max-frame", type=int, default=1 << 20,
+                       help="largest WebSocket message in bytes; larger ones close the session with 1009 "
+                            "(default: 1048576, 32 s of audio)")
     serve.add_argument("--idle-timeout", type=float, default=60.0,
-                       help="close a connection silent for this many seconds (default: 60)")
+                       help="close a TCP connection silent for this many seconds (default: 60; "
+                            "WebSocket connections are kept alive by pings)")
     serve.add_argument("--workers", type=int, default=1,
                        help="model calls that may run at once (default: 1)")
     add_model_options(serve)

@@ -110,6 +110,11 @@ class FasterWhisperASR:
             self.decode.beam_size, self.decode.encoder_window,
         )
 
+    @property
+    def supported_languages(self) -> tuple[str, ...]:
+        """Language codes the loaded model accepts (``("en",)`` for an English-only model)."""
+        return tuple(self.whisper.supported_languages)
+
     def with_decode(self, **changes: object) -> FasterWhisperASR:
         """The same loaded model with other decoding settings (e.g. a full-window baseline)."""
         variant = copy.copy(self)

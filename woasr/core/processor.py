@@ -70,6 +70,9 @@ class OnlineASRProcessor:
         self.asr = asr
         self.language = language
         self.settings = settings or ProcessorSettings()
+        self.initial_prompt = ""
+        """Text the caller gives as context (names, vocabulary); it precedes the committed
+        text in the prompt and yields to it when the prompt is full."""
         self.reset()
 
     def reset(self) -> None:
@@ -139,7 +142,8 @@ class OnlineASRProcessor:
         return Update(committed, ())
 
     def prompt(self) -> str:
-        """The last committed text that lies before the buffer (Whisper's context)."""
+        """Whisper's context: the caller's initial prompt, then the last committed text
+        that lies before the buffer, at most ``prompt_chars`` in all (the newest kept)."""
         before = [w for w in self._context if round(w.end * SAMPLE_RATE) <= self.buffer_offset]
         kept: list[Word] = []
         length = 0
@@ -148,7 +152,13 @@ class OnlineASRProcessor:
             if length > self.settings.prompt_chars:
                 break
             kept.append(word)
-        return join_words(kept[::-1])
+        committed = join_words(kept[::-1])
+        room = self.settings.prompt_chars - len(committed) - 1
+        initial = self.initial_prompt.strip()
+        if not initial or room <= 0:
+            return committed
+        initial = initial[-room:] if len(initial) > room else initial
+        return f"{initial} {committed}".strip()
 
     def _remember(self, words: tuple[Word, ...]) -> tuple[Word, ...]:
         self._context.extend(words)

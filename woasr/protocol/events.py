@@ -29,18 +29,38 @@ class Final:
 
 @dataclass(frozen=True, slots=True)
 class Partial:
-    """The current unstable tail; replaces the previous partial (display only)."""
+    """The current unstable tail; replaces the previous partial (display only).
+
+    An empty partial clears the display; it starts and ends at ``after_s``, the end of
+    the committed text.
+    """
 
     words: tuple[Word, ...]
+    after_s: float = 0.0
 
     @property
     def text(self) -> str:
         return join_words(self.words)
 
+    @property
+    def beg_ms(self) -> int:
+        return round((self.words[0].start if self.words else self.after_s) * 1000)
+
+    @property
+    def end_ms(self) -> int:
+        return round((self.words[-1].end if self.words else self.after_s) * 1000)
+
 
 @dataclass(frozen=True, slots=True)
 class Flushed:
     """Everything received before the flush has been committed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Configured:
+    """A configuration was applied; these are the session's effective options."""
+
+    options: SessionOptions
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,4 +71,15 @@ class Error:
     message: str
 
 
-Event = Final | Partial | Flushed | Error
+@dataclass(frozen=True, slots=True)
+class SessionOptions:
+    """What a client may set for its own session (before its first audio)."""
+
+    language: str | None
+    """Language code, or None to detect it."""
+    prompt: str = ""
+    min_chunk: float = 1.0
+    partials: bool = False
+
+
+Event = Final | Partial | Flushed | Configured | Error

@@ -19,15 +19,21 @@ received is dropped.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from woasr.core.audio import SAMPLE_RATE, FloatAudio, pcm16le_to_float32
 from woasr.core.processor import OnlineASRProcessor
-from woasr.core.records import Update
-from woasr.protocol.events import Error, Event, Final, Flushed, Partial
+from woasr.core.records import Update, Word
+from woasr.protocol.commands import Close, Command, Configure, Flush
+from woasr.protocol.events import Configured, Error, Event, Final, Flushed, Partial, SessionOptions
+
+MIN_CHUNK_RANGE = (0.1, 30.0)
+"""Seconds of new audio per update a client may ask for."""
+MAX_PROMPT_CHARS = 1000
 
 
 @dataclass(slots=True)
@@ -45,12 +51,22 @@ class SessionStats:
 
 
 class StreamSession:
-    """Turns PCM16LE bytes into finals (and optional partials) for one client."""
+    """Turns PCM16LE bytes and commands into finals (and optional partials) for one client.
 
-    def __init__(self, processor: OnlineASRProcessor, min_chunk: float = 1.0, partials: bool = False) -> None:
+    ``languages`` are the codes the model accepts (None: any); an English-only
+    model passes ``("en",)``.
+    """
+
+    def __init__(
+        self,
+        processor: OnlineASRProcessor,
+        min_chunk: float = 1.0,
+        partials: bool = False,
+        languages: Collection[str] | None = None,
+    ) -> None:
         self.processor = processor
-        self.min_chunk = min_chunk
-        self.partials = partials
+        self.languages = languages
+        self.options = SessionOptions(processor.language, processor.initial_prompt, min_chunk, partials)
         self.stats = SessionStats()
         self.closed = False
         self._carry = b""
@@ -65,6 +81,68 @@ class StreamSession:
         self._finished = False
         self._job_finishes = False
         self._job_flushes = False
+        self._last_partial = ("", 0)
+        """(text, beg_ms) of the partial the client shows now."""
+
+    @property
+    def min_chunk(self) -> float:
+        return self.options.min_chunk
+
+    @property
+    def partials(self) -> bool:
+        return self.options.partials
+
+    # -- commands ------------------------------------------------------------
+    def receive_command(self, command: Command) -> list[Event]:
+        """Apply a flush, configuration or close; returns any immediate events."""
+        if isinstance(command, Flush):
+            self.request_flush()
+            return []
+        if isinstance(command, Close):
+            self.close()
+            return []
+        return self.configure(command.fields)
+
+    def configure(self, fields: Mapping[str, object]) -> list[Event]:
+        """Set options before the first audio; all fields apply, or none (with an error)."""
+        if self._received_samples or self.closed:
+            return [Error("config_after_audio", "config must come before the first audio; options unchanged")]
+        changes: dict[str, object] = {}
+        for name, value in fields.items():
+            checked = self._check_option(name, value)
+            if isinstance(checked, Error):
+                return [checked]
+            changes[name] = checked
+        self.options = dataclasses.replace(self.options, **changes)
+        self.processor.language = self.options.language
+        self.processor.initial_prompt = self.options.prompt
+        return [Configured(self.options)]
+
+    def _check_option(self, name: str, value: object) -> object:
+        """The option's value as the session keeps it, or an :class:`Error` saying what is wrong."""
+        if name == "language":
+            if value is None or value == "auto":
+                return "en" if self.languages is not None and tuple(self.languages) == ("en",) else None
+            if not isinstance(value, str):
+                return Error("bad_value", "language must be a language code, 'auto' or null")
+            if self.languages is not None and value not in self.languages:
+                model = "this English-only model" if tuple(self.languages) == ("en",) else "this model"
+                return Error("bad_value", f"language {value!r} is not supported by {model}")
+            return value
+        if name == "prompt":
+            if not isinstance(value, str) or len(value) > MAX_PROMPT_CHARS:
+                return Error("bad_value", f"prompt must be a string of at most {MAX_PROMPT_CHARS} characters")
+            return value
+        if name == "min_chunk":
+            low, high = MIN_CHUNK_RANGE
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+                return Error("bad_value", f"min_chunk must be a number of seconds from {low:g} to {high:g}")
+            return float(value)
+        if name == "partials":
+            if not isinstance(value, bool):
+                return Error("bad_value", "partials must be true or false")
+            return value
+        return Error("unknown_field", f"unknown config field {name!r} (known: language, prompt, min_chunk, partials)")
 
     # -- input ---------------------------------------------------------------
     def receive_audio(self, data: bytes, now: float) -> list[Event]:
@@ -111,7 +189,7 @@ class StreamSession:
             self._inbox.clear()
             self._inbox_samples = 0
         self._job_finishes = self.closed
-        self._job_flushes = self._flush_requested and not self.closed
+        self._job_flushes = self._flush_requested
         self._flush_requested = False
         if self._job_finishes or self._job_flushes:
             return self.processor.finish
@@ -128,7 +206,7 @@ class StreamSession:
             self.stats.committed_words += len(update.committed)
             self.stats.latencies += [now - self._arrival_of(w.end) for w in update.committed]
         if self.partials:
-            events.append(Partial(update.partial))
+            events += self._partial_if_changed(update.partial)
         if self._job_flushes:
             events.append(Flushed())
         if self._job_finishes:
@@ -137,6 +215,15 @@ class StreamSession:
                 events.append(Error("odd_byte", "the stream ended with half a PCM16 sample; it was ignored"))
                 self._carry = b""
         return events
+
+    def _partial_if_changed(self, words: tuple[Word, ...]) -> list[Event]:
+        """A partial, unless the client already shows exactly this one."""
+        partial = Partial(words, self.processor.hypothesis.last_committed_end)
+        key = (partial.text, partial.beg_ms)
+        if key == self._last_partial:
+            return []
+        self._last_partial = key
+        return [partial]
 
     @property
     def finished(self) -> bool:

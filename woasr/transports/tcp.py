@@ -8,18 +8,18 @@ lines and closes. See docs/protocol.md.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
-from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from woasr.engine import LocalEngine
 from woasr.protocol.events import Error, Event, Final
-from woasr.protocol.session import StreamSession
+from woasr.transports.runner import SessionRunner, log_session_end, log_session_start
+
+if TYPE_CHECKING:
+    from woasr.server import StreamingService
 
 log = logging.getLogger(__name__)
 
 READ_SIZE = 64 * 1024
-_session_ids = itertools.count(1)
 
 
 def format_line(event: Event) -> bytes | None:
@@ -32,76 +32,61 @@ def format_line(event: Event) -> bytes | None:
 
 
 class TCPServer:
-    """Accepts any number of clients; each gets its own :class:`StreamSession`."""
+    """Accepts any number of clients; each gets its own session on the shared service."""
 
-    def __init__(
-        self, new_session: Callable[[], StreamSession], engine: LocalEngine, idle_timeout: float = 60.0
-    ) -> None:
-        self.new_session = new_session
-        self.engine = engine
+    def __init__(self, service: StreamingService, idle_timeout: float = 60.0) -> None:
+        self.service = service
         self.idle_timeout = idle_timeout
-        self.active = 0
 
     async def start(self, host: str, port: int) -> asyncio.Server:
         return await asyncio.start_server(self.handle, host, port)
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        sid = f"tcp-{next(_session_ids)}"
         peer = writer.get_extra_info("peername")
-        session = self.new_session()
+        await self.service.wait_ready()  # until then the client's audio waits in the socket
+        sid = self.service.next_session_id("tcp")
+        session = self.service.new_session()
         loop = asyncio.get_running_loop()
-        arrived = asyncio.Event()
         ending = "finished"
-        aborted = False
-        self.active += 1
-        log.info("session %s start peer=%s active=%d", sid, peer, self.active)
+
+        async def send(events: list[Event]) -> None:
+            lines = [line for line in map(format_line, events) if line]
+            if lines and not writer.is_closing():
+                writer.write(b"".join(lines))
+                await writer.drain()
+
+        runner = SessionRunner(sid, session, self.service.engine, send)
 
         async def read_audio() -> None:
-            nonlocal ending, aborted
+            nonlocal ending
             try:
                 while data := await asyncio.wait_for(reader.read(READ_SIZE), self.idle_timeout):
-                    session.receive_audio(data, loop.time())
-                    arrived.set()
+                    runner.post(session.receive_audio(data, loop.time()))
+                    runner.wake()
             except TimeoutError:
                 ending = f"idle for {self.idle_timeout:g} s"
             except ConnectionError as exc:
                 ending = f"disconnected ({type(exc).__name__})"
-                aborted = True  # nobody to send the last lines to
+                runner.abort()  # nobody to send the last lines to
             finally:
                 session.close()
-                arrived.set()
+                runner.wake()
 
-        reading = asyncio.create_task(read_audio())
-        try:
-            while not session.finished and not aborted:
-                await arrived.wait()
-                arrived.clear()
-                while session.due() and not aborted:
-                    update = await self.engine.run(session.start_update())
-                    await self._send(writer, session.complete_update(update, loop.time()))
-        except ConnectionError as exc:
-            ending = f"disconnected while sending ({type(exc).__name__})"
-        except Exception:
-            ending = "server error"
-            log.exception("session %s failed", sid)
-        finally:
-            reading.cancel()
-            self.active -= 1
-            stats = session.stats
-            log.info(
-                "session %s end peer=%s (%s) audio=%.1fs words=%d updates=%d latency_p50=%sms p95=%sms",
-                sid, peer, ending, stats.audio_s, stats.committed_words, stats.updates,
-                stats.percentile_ms(50), stats.percentile_ms(95),
-            )
-            writer.close()
+        with self.service.track_session():
+            log_session_start(sid, peer, self.service.active_sessions)
+            reading = asyncio.create_task(read_audio())
             try:
-                await writer.wait_closed()
-            except ConnectionError:
-                pass
-
-    @staticmethod
-    async def _send(writer: asyncio.StreamWriter, events: list[Event]) -> None:
-        lines = [line for line in map(format_line, events) if line]
-        if lines and not writer.is_closing():
-            writer.write(b"".join(lines))
-            await writer.drain()
+                await runner.run()
+            except ConnectionError as exc:
+                ending = f"disconnected while sending ({type(exc).__name__})"
+            except Exception:
+                ending = "server error"
+                log.exception("session %s failed", sid)
+            finally:
+                reading.cancel()
+                log_session_end(sid, peer, ending, session)
+                writer.close()
+                try:
+                    await writer.wait_closed()
+                except ConnectionError:
+                    pass

@@ -1,0 +1,26 @@
+"""What a client may ask of its session besides sending audio, whatever the transport."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class Flush:
+    """Commit everything received so far, then answer with ``Flushed``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Configure:
+    """Set session options (``language``, ``prompt``, ``min_chunk``, ``partials``) before audio."""
+
+    fields: Mapping[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    """No more audio: finish the session, send the last finals, then close."""
+
+
+Command = Flush | Configure | Close

@@ -1,0 +1,80 @@
+"""Drives one session for any transport: its model calls on the engine, its events out.
+
+A transport reads its socket in one task and feeds the session (``post`` the
+events that feeding returns, ``wake`` the runner); :meth:`SessionRunner.run`
+does everything else, the same way for TCP and WebSocket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from woasr.engine import LocalEngine
+from woasr.protocol.events import Event
+from woasr.protocol.session import StreamSession
+
+log = logging.getLogger("woasr.session")
+
+Send = Callable[[list[Event]], Awaitable[None]]
+
+
+class SessionRunner:
+    """Runs a session's updates as they fall due and sends every event, in order."""
+
+    def __init__(self, session_id: str, session: StreamSession, engine: LocalEngine, send: Send) -> None:
+        self.session_id = session_id
+        self.session = session
+        self.engine = engine
+        self.send = send
+        self.aborted = False
+        self._outbox: list[Event] = []
+        self._wake = asyncio.Event()
+
+    def post(self, events: list[Event]) -> None:
+        """Queue events the transport got from the session (e.g. errors about its input)."""
+        if events:
+            self._outbox += events
+            self._wake.set()
+
+    def wake(self) -> None:
+        """Input arrived: an update may be due."""
+        self._wake.set()
+
+    def abort(self) -> None:
+        """The peer is gone: stop without finishing or sending anything more."""
+        self.aborted = True
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Until the session is finished (every received sample transcribed) or aborted."""
+        loop = asyncio.get_running_loop()
+        session = self.session
+        while not self.aborted:
+            if self._outbox:
+                events, self._outbox = self._outbox, []
+                await self.send(events)
+                continue
+            if session.finished:
+                return
+            if session.due():
+                update = await self.engine.run(session.start_update())
+                if not self.aborted:
+                    self.post(session.complete_update(update, loop.time()))
+                continue
+            await self._wake.wait()
+            self._wake.clear()
+
+
+def log_session_start(session_id: str, peer: object, active: int) -> None:
+    log.info("session %s start peer=%s active=%d", session_id, peer, active)
+
+
+def log_session_end(session_id: str, peer: object, ending: str, session: StreamSession) -> None:
+    stats = session.stats
+    log.info(
+        "session %s end peer=%s (%s) audio=%.1fs words=%d updates=%d latency_p50=%sms p95=%sms",
+        session_id, peer, ending, stats.audio_s, stats.committed_words, stats.updates,
+        stats.percentile_ms(50), stats.percentile_ms(95),
+    )
