@@ -3,7 +3,8 @@
 import numpy as np
 
 from woasr.core.processor import OnlineASRProcessor
-from woasr.protocol.events import Error, Final, Flushed, Partial
+from woasr.protocol.commands import Close, Configure, Flush
+from woasr.protocol.events import Configured, Error, Final, Flushed, Partial, SessionOptions
 from woasr.protocol.session import StreamSession
 
 from tests.fakes import ScriptedASR, clock_audio, words_at
@@ -104,3 +105,64 @@ def test_flush_during_a_running_update_is_answered_after_its_own_job():
     assert not any(isinstance(e, Flushed) for e in first)
     second = session.complete_update(session.start_update()(), 0.3)
     assert isinstance(second[-1], Flushed)
+
+
+def test_config_before_audio_sets_options_and_is_refused_after():
+    session = new_session()
+    (configured,) = session.configure({"partials": True, "min_chunk": 0.3, "prompt": "Kennedy", "language": "auto"})
+    assert isinstance(configured, Configured)
+    assert session.options == SessionOptions(None, "Kennedy", 0.3, True)
+    assert session.processor.initial_prompt == "Kennedy" and session.processor.language is None
+    session.receive_audio(pcm(0, 0.1), 0.1)
+    (error,) = session.configure({"partials": False})
+    assert error.code == "config_after_audio" and session.partials
+
+
+def test_bad_config_changes_nothing_and_says_which_field():
+    session = StreamSession(OnlineASRProcessor(ScriptedASR(SCRIPT), "en"), languages=("en",))
+    for fields, code in [
+        ({"partials": "yes"}, "bad_value"),
+        ({"min_chunk": 0}, "bad_value"),
+        ({"min_chunk": True}, "bad_value"),
+        ({"language": 3}, "bad_value"),
+        ({"language": "de"}, "bad_value"),
+        ({"prompt": "x" * 5000}, "bad_value"),
+        ({"partials": True, "partial": True}, "unknown_field"),
+    ]:
+        (error,) = session.configure(fields)
+        assert isinstance(error, Error) and error.code == code, fields
+    assert session.options == SessionOptions("en", "", 1.0, False)
+    session.configure({"language": None})
+    assert session.options.language == "en"  # an English-only model stays English
+
+
+def test_commands_flush_and_close():
+    session = new_session()
+    session.receive_audio(pcm(0, 1.2), 0.1)
+    assert session.receive_command(Flush()) == [] and session.due()
+    session.receive_command(Close())
+    events = drive(session, [])
+    assert session.finished and isinstance(events[-1], Flushed)  # the flush is answered even after close
+    assert session.receive_command(Configure({"partials": True}))[0].code == "config_after_audio"
+
+
+def test_partials_are_sent_only_when_they_change_and_cleared_at_the_end():
+    session = new_session(partials=True)
+    events = drive(session, [pcm(t / 10, (t + 1) / 10) for t in range(20)])
+    partials = [e for e in events if isinstance(e, Partial)]
+    assert partials and all(a.text != b.text or a.beg_ms != b.beg_ms for a, b in zip(partials, partials[1:]))
+    session.close()
+    last = [e for e in drive(session, []) if isinstance(e, Partial)][-1]
+    assert last.text == "" and last.beg_ms == last.end_ms > 0
+
+
+def test_initial_prompt_precedes_committed_text_and_yields_to_it():
+    processor = OnlineASRProcessor(ScriptedASR(SCRIPT))
+    processor.initial_prompt = "Names: Ada."
+    assert processor.prompt() == "Names: Ada."
+    processor.insert_audio(clock_audio(0, 2.0))
+    processor.finish()  # commits "one two three four five" and cuts the buffer after them
+    assert processor.prompt() == "Names: Ada. one two three four five"
+    processor.initial_prompt = "Glossary " + "word " * 100
+    prompt = processor.prompt()
+    assert len(prompt) <= 200 and prompt.endswith("word one two three four five")
