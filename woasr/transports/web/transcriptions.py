@@ -1,14 +1,344 @@
-"""OpenAI-compatible ``POST /v1/audio/transcriptions`` (placeholder until built)."""
+"""OpenAI-compatible ``POST /v1/audio/transcriptions``: a whole file in, one transcript out.
+
+Clients written for OpenAI's API (its SDKs, ``curl -F file=@clip.mp3``) work
+unchanged against this server. Differences, by design:
+
+- ``model`` is accepted with any value (and may be left out): the server has
+  one loaded model, the one ``woasr serve --model`` chose, and always uses it.
+- ``temperature`` is accepted (a number in [0, 1]) but decoding is
+  deterministic: temperature 0, no fallback, the server's beam size.
+- ``timestamp_granularities[]`` only shapes ``verbose_json``; other formats ignore it.
+- Other OpenAI fields (``stream``, ``include[]``, ``chunking_strategy``) are ignored.
+
+The file is decoded by PyAV (wav, flac, mp3, ogg/opus, webm, m4a, ...) off the
+event loop and transcribed offline (the full 30 s encoder window, no streaming
+tricks) on the engine's worker pool, the one streaming sessions use, so REST
+requests queue with live sessions rather than compete with them for cores.
+
+Errors use OpenAI's shape, ``{"error": {"message", "type", "param", "code"}}``.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
-from fastapi import APIRouter
+import numpy as np
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from faster_whisper import decode_audio
+from starlette.datastructures import FormData, UploadFile
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
+from starlette.requests import ClientDisconnect
+from starlette.types import Message
+
+from woasr.core.audio import SAMPLE_RATE
+from woasr.core.records import Transcription
+from woasr.protocol.transcript_formats import MEDIA_TYPES, RESPONSE_FORMATS, TIMESTAMP_GRANULARITIES, render
 
 if TYPE_CHECKING:
     from woasr.server import StreamingService
 
+log = logging.getLogger(__name__)
+
+MAX_FILE_BYTES = 25 * 1024 * 1024
+"""OpenAI's upload limit; a larger file gets 413."""
+FORM_OVERHEAD_BYTES = 1024 * 1024
+"""Room for the multipart envelope and the text fields on top of the file."""
+DRAIN_BYTES = 64 * 1024 * 1024
+"""How much of a refused body is still read (and dropped) before answering: a client that
+writes its whole body before reading may otherwise see a broken pipe instead of the answer."""
+RETRY_AFTER_S = 1
+
+
+class TranscriptionError(Exception):
+    """A request the endpoint refuses, with what OpenAI's error object needs."""
+
+    def __init__(
+        self, status: int, message: str, param: str | None = None, code: str | None = None,
+        kind: str = "invalid_request_error", headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.param = param
+        self.code = code
+        self.kind = kind
+        self.headers = headers
+
+    def response(self) -> JSONResponse:
+        body = {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}}
+        return JSONResponse(body, status_code=self.status, headers=self.headers)
+
+
+class _BodyTooLarge(Exception):
+    """Raised from inside the form parser once the body passes the limit."""
+
+
+class _BodyReader:
+    """The request's ``receive``, counting body bytes and stopping past a limit.
+
+    Counting while the multipart parser streams (it spools files to disk)
+    bounds both memory and disk, also for chunked uploads that declare no length.
+    """
+
+    def __init__(self, receive: Callable[[], Awaitable[Message]], limit: int) -> None:
+        self._receive = receive
+        self.limit = limit
+        self.seen = 0
+        self.finished = False
+
+    async def receive(self) -> Message:
+        message = await self._receive()
+        if message["type"] == "http.request":
+            self.seen += len(message.get("body", b""))
+            self.finished = not message.get("more_body", False)
+            if self.seen > self.limit:
+                raise _BodyTooLarge
+        else:
+            self.finished = True
+        return message
+
+    async def drain(self, budget: int = DRAIN_BYTES) -> None:
+        """Read and drop the rest of the body, up to ``budget`` more bytes.
+
+        Answering before the body is read leaves clients that write the whole
+        body first with a broken pipe instead of the answer; past the budget,
+        the connection just closes.
+        """
+        self.limit = self.seen + budget
+        try:
+            while not self.finished:
+                await self.receive()
+        except _BodyTooLarge:
+            pass
+
+
+def _too_large() -> TranscriptionError:
+    return TranscriptionError(413, f"the file is larger than the {MAX_FILE_BYTES // (1024 * 1024)} MB limit",
+                              "file", "file_too_large")
+
+
+async def _read_form(request: Request, body: _BodyReader) -> FormData:
+    """The multipart form, refusing bodies over the limit before they are stored."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > body.limit:
+        if int(declared) <= body.limit + DRAIN_BYTES:
+            await body.drain()
+        raise _too_large()
+    try:
+        return await Request(request.scope, body.receive).form(max_files=4, max_fields=64)
+    except _BodyTooLarge:
+        await body.drain()
+        raise _too_large() from None
+    except ClientDisconnect:
+        raise TranscriptionError(400, "the client disconnected during the upload", None,
+                                 "client_disconnected") from None
+    except (HTTPException, MultiPartException) as exc:
+        await body.drain()
+        message = getattr(exc, "detail", None) or getattr(exc, "message", str(exc))
+        raise TranscriptionError(400, f"malformed multipart body: {message}", None, "invalid_multipart") from exc
+
+
+def _text_field(form: FormData, name: str) -> str | None:
+    """A text field, None when absent or blank (clients often send empty optional fields)."""
+    value = form.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise TranscriptionError(400, f"'{name}' must be a text field, not a file", name, "invalid_value")
+    return value.strip() or None
+
+
+def _granularities(form: FormData) -> tuple[str, ...]:
+    """``timestamp_granularities[]`` (OpenAI's spelling) or ``timestamp_granularities``, validated."""
+    values: list[str] = []
+    for name in ("timestamp_granularities[]", "timestamp_granularities"):
+        for value in form.getlist(name):
+            if not isinstance(value, str):
+                raise TranscriptionError(400, f"'{name}' must be text", "timestamp_granularities[]", "invalid_value")
+            values += [v.strip() for v in value.split(",") if v.strip()]
+    for value in values:
+        if value not in TIMESTAMP_GRANULARITIES:
+            raise TranscriptionError(
+                400, f"unknown timestamp granularity {value!r}; expected one of: {', '.join(TIMESTAMP_GRANULARITIES)}",
+                "timestamp_granularities[]", "invalid_value",
+            )
+    return tuple(dict.fromkeys(values))
+
+
+def _temperature(form: FormData) -> float:
+    raw = _text_field(form, "temperature")
+    if raw is None:
+        return 0.0
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 <= value <= 1.0:
+        raise TranscriptionError(400, f"temperature must be a number between 0 and 1, got {raw!r}",
+                                 "temperature", "invalid_value")
+    return value
+
+
+def _upload(form: FormData) -> UploadFile:
+    file = form.get("file")
+    if file is None:
+        raise TranscriptionError(400, "a 'file' part with the audio is required", "file", "missing_required_parameter")
+    if not isinstance(file, UploadFile):
+        raise TranscriptionError(400, "'file' must be a file upload (multipart/form-data with a filename)",
+                                 "file", "invalid_value")
+    if file.size is not None and file.size > MAX_FILE_BYTES:
+        raise _too_large()
+    return file
+
+
+def _decode(upload: UploadFile) -> np.ndarray:
+    """The upload as 16 kHz mono float32 (blocking: PyAV decodes and resamples)."""
+    upload.file.seek(0)
+    return decode_audio(upload.file, sampling_rate=SAMPLE_RATE)
+
+
+async def _decode_upload(upload: UploadFile) -> np.ndarray:
+    try:
+        audio = await asyncio.to_thread(_decode, upload)
+    except Exception as exc:  # noqa: BLE001 - PyAV raises many kinds for bad input
+        raise TranscriptionError(
+            400, f"could not decode {upload.filename or 'the file'} as audio ({type(exc).__name__}); "
+            "send wav, flac, mp3, ogg, webm, m4a or another format FFmpeg reads",
+            "file", "invalid_file_format",
+        ) from exc
+    if len(audio) == 0:
+        raise TranscriptionError(400, f"{upload.filename or 'the file'} holds no audio samples",
+                                 "file", "invalid_file_format")
+    return audio
+
+
+def _response(response_format: str, body: dict[str, Any] | str) -> Response:
+    if isinstance(body, dict):
+        return JSONResponse(body)
+    return PlainTextResponse(body, media_type=MEDIA_TYPES[response_format])
+
+
+_FORM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["file"],
+    "properties": {
+        "file": {"type": "string", "format": "binary",
+                 "description": f"The audio file, at most {MAX_FILE_BYTES // (1024 * 1024)} MB, "
+                                "in any format FFmpeg decodes (wav, flac, mp3, ogg, webm, m4a, ...)."},
+        "model": {"type": "string", "description": "Accepted for compatibility and ignored: "
+                                                   "the server's loaded model is always used."},
+        "language": {"type": "string", "description": "ISO-639-1 code of the speech; must be one the "
+                                                      "loaded model supports. Default: the server's language "
+                                                      "or detection."},
+        "prompt": {"type": "string", "description": "Text to condition the decoder (names, spelling, style)."},
+        "response_format": {"type": "string", "enum": list(RESPONSE_FORMATS), "default": "json"},
+        "temperature": {"type": "number", "minimum": 0, "maximum": 1, "default": 0,
+                        "description": "Accepted for compatibility; decoding is deterministic (temperature 0)."},
+        "timestamp_granularities[]": {
+            "type": "array", "items": {"type": "string", "enum": list(TIMESTAMP_GRANULARITIES)},
+            "description": "verbose_json only: 'word' adds a words list; segments come unless only 'word' is asked.",
+        },
+    },
+}
+
 
 def transcription_router(service: StreamingService) -> APIRouter:
-    return APIRouter()
+    """The REST transcription endpoint over ``service``'s model and engine."""
+    router = APIRouter()
+
+    @router.post(
+        "/v1/audio/transcriptions",
+        summary="Transcribe an audio file (OpenAI-compatible)",
+        openapi_extra={"requestBody": {"required": True,
+                                       "content": {"multipart/form-data": {"schema": _FORM_SCHEMA}}}},
+        responses={400: {"description": "Invalid request (OpenAI error object)"},
+                   413: {"description": "File over 25 MB"},
+                   503: {"description": "Model still loading; see Retry-After"}},
+    )
+    async def create_transcription(request: Request) -> Response:
+        """Transcribe the uploaded ``file`` with the server's model.
+
+        Form fields follow OpenAI's API: ``file`` (required), ``model`` (ignored:
+        the loaded model is used), ``language``, ``prompt``, ``response_format``
+        (``json`` default, ``text``, ``verbose_json``, ``srt``, ``vtt``),
+        ``temperature`` (accepted; decoding is deterministic) and
+        ``timestamp_granularities[]`` (``word``, ``segment``; for ``verbose_json``).
+        """
+        began = time.perf_counter()
+        response_format = "?"
+        form: FormData | None = None
+        body = _BodyReader(request.receive, MAX_FILE_BYTES + FORM_OVERHEAD_BYTES)
+        try:
+            if not service.ready:
+                # Before reading the body: a loading server should not store uploads it cannot serve.
+                await body.drain()
+                raise TranscriptionError(503, "the model is still loading; retry shortly", None, "model_not_ready",
+                                         kind="server_error", headers={"Retry-After": str(RETRY_AFTER_S)})
+            asr = service.asr
+            assert asr is not None
+            form = await _read_form(request, body)
+            response_format = _text_field(form, "response_format") or "json"
+            if response_format not in RESPONSE_FORMATS:
+                raise TranscriptionError(
+                    400, f"unknown response_format {response_format!r}; expected one of: {', '.join(RESPONSE_FORMATS)}",
+                    "response_format", "invalid_value",
+                )
+            upload = _upload(form)
+            language = _text_field(form, "language")
+            if language is not None:
+                language = language.lower()
+                if language not in asr.supported_languages:
+                    known = asr.supported_languages
+                    shown = ", ".join(known[:12]) + (" ..." if len(known) > 12 else "")
+                    raise TranscriptionError(
+                        400, f"language {language!r} is not supported by the loaded model {asr.choice.name} "
+                        f"(supported: {shown})", "language", "unsupported_language",
+                    )
+            granularities = _granularities(form)
+            _temperature(form)
+            _text_field(form, "model")
+            prompt = _text_field(form, "prompt") or ""
+
+            received = time.perf_counter()
+            audio = await _decode_upload(upload)
+            decoded = time.perf_counter()
+            duration = len(audio) / SAMPLE_RATE
+            offline = asr.with_decode(encoder_window="full", silence_pad_s=0.0)
+
+            def job() -> tuple[Transcription, float]:
+                """Runs on a model worker; times the model alone, not the wait for a free worker."""
+                start = time.perf_counter()
+                return offline.transcribe(audio, prompt, language), time.perf_counter() - start
+
+            try:
+                transcription, compute_s = await service.engine.run(job)
+            except Exception as exc:  # noqa: BLE001 - report any model failure as a server error
+                log.exception("transcription failed")
+                raise TranscriptionError(500, f"transcription failed ({type(exc).__name__})", None,
+                                         "transcription_failed", kind="server_error") from exc
+            queued_s = time.perf_counter() - decoded - compute_s
+            transcription = transcription.clipped(duration)
+            detected = transcription.language or language or asr.language
+            rendered = render(response_format, transcription, duration, detected, granularities)
+            log.info(
+                "transcription %s: %.2f s of audio in %.2f s compute (%.2f s queued, %.2f s upload, "
+                "%.2f s decode; %s, %d bytes, language %s, %d segments)",
+                response_format, duration, compute_s, queued_s, received - began, decoded - received,
+                upload.filename or "-", upload.size or 0, detected or "auto", len(transcription.segments),
+            )
+            return _response(response_format, rendered)
+        except TranscriptionError as error:
+            log.info("transcription %s refused: %d %s (param %s): %s", response_format, error.status,
+                     error.code, error.param, error.message)
+            return error.response()
+        finally:
+            if form is not None:
+                await form.close()
+
+    return router
