@@ -11,7 +11,8 @@ fi
 if [ "$(id -u)" -ne 0 ]; then
   echo "browser_deps: $chromium is missing; as root, install Debian's chromium package:" >&2
   echo "  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium" >&2
-  exit 1
+  echo "browser_deps: the other tests run; tests/test_browser.py will fail until then" >&2
+  exit 0
 fi
 if ! command -v apt-get >/dev/null 2>&1; then
   echo "browser_deps: $chromium is missing and there is no apt-get; install Chromium there by hand" >&2
