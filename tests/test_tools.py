@@ -51,3 +51,20 @@ def test_bench_runs_concurrent_tcp_streams(audio_dir, tmp_path):
         assert {"latency_ms", "partial_latency_ms", "wer", "refused", "cpu_percent", "rss_mb"} <= set(r)
         assert r["refused"] == 0 and r["wer"] < 0.3 and r["latency_ms"]["p50"] > 0
     assert "max_streams_p95_under_2s" in report
+
+
+def test_bench_runs_websocket_streams_with_partials(audio_dir, tmp_path):
+    out = tmp_path / "bench.json"
+    table = run("bench", "--manifest", str(audio_dir / "manifest.tsv"), "--transport", "ws", "--partials",
+                "--streams", "1,2", "--seconds", "6", "--json", str(out)).stdout
+    report = json.loads(out.read_text())
+    assert report["transport"] == "ws" and report["partials"] is True
+    assert {"server", "cpu_count", "runs", "max_streams_p95_under_2s"} <= set(report)
+    assert [r["streams"] for r in report["runs"]] == [1, 2]
+    for r in report["runs"]:
+        assert {"latency_ms", "partial_latency_ms", "wer", "refused", "cpu_percent", "rss_mb",
+                "audio_s_per_stream", "errors"} <= set(r)
+        assert r["refused"] == 0 and not r["errors"] and r["wer"] < 0.3
+        assert r["latency_ms"]["p50"] > 0
+        assert isinstance(r["partial_latency_ms"]["p50"], float) and r["partial_latency_ms"]["p50"] > 0
+    assert "| 2 |" in table

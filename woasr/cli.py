@@ -189,10 +189,29 @@ def cmd_client(args: argparse.Namespace) -> int:
     import asyncio
     import signal
 
+    from woasr.clients.display import TerminalDisplay
+    from woasr.clients.reconnect import Backoff, GaveUp, SourceFailed, Transport, stream
+    from woasr.clients.ring import BYTES_PER_SECOND
     from woasr.clients.sources import file_source, mic_source
-    from woasr.clients.tcp_client import Backoff, GaveUp, SourceFailed, stream_tcp
 
     backoff = Backoff(initial=args.backoff, cap=args.backoff_cap, attempts=args.attempts)
+    display = TerminalDisplay()
+    transport: Transport
+    if args.ws:
+        from websockets.exceptions import InvalidURI
+
+        from woasr.clients.ws_client import WsTransport
+
+        try:
+            # Partials only where someone watches them: a terminal, not a pipe.
+            transport = WsTransport(args.ws, display, {"partials": True} if display.live else None)
+        except InvalidURI as exc:
+            log.error("--ws: %s", exc)
+            return 2
+    else:
+        from woasr.clients.tcp_client import TcpTransport
+
+        transport = TcpTransport(args.host, args.port, display)
 
     async def run() -> int:
         stop = asyncio.Event()
@@ -212,11 +231,11 @@ def cmd_client(args: argparse.Namespace) -> int:
 
         if stop.is_set():
             return 130
-        ring = await stream_tcp(args.host, args.port, until_stopped(), lambda line: print(line, flush=True),
-                                backoff, args.ring)
+        # A file sent --fast is captured at once: the ring must hold all of it, not drop the oldest.
+        ring = await stream(transport, until_stopped(), backoff, None if args.file and args.fast else args.ring)
         if ring.dropped_bytes:
             log.warning("%.1f s of audio did not fit the %g s ring buffer during outages and was lost",
-                        ring.dropped_bytes / 32000, args.ring)
+                        ring.dropped_bytes / BYTES_PER_SECOND, args.ring)
         return 0
 
     try:
@@ -224,6 +243,8 @@ def cmd_client(args: argparse.Namespace) -> int:
     except (GaveUp, SourceFailed) as exc:
         log.error("%s", exc)
         return 1
+    finally:
+        display.clear()
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -235,7 +256,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         log.error("no manifest rows match %r", args.glob)
         return 2
     counts = [int(n) for n in args.streams.split(",")]
-    report = bench(rows, counts, args.seconds, args.url, args.serve_args.split())
+    report = bench(rows, counts, args.seconds, args.url, args.serve_args.split(), transport=args.transport,
+                   partials=args.partials)
     write_report(report, args.json)
     print(markdown_table(report))
     return 0
@@ -289,6 +311,9 @@ def build_parser() -> argparse.ArgumentParser:
     client.add_argument("--host", default=default_host(), help="server (env STREAM_HOST, then IP_ADDR)")
     client.add_argument("--port", type=int, default=env_int("STREAM_PORT", DEFAULT_TCP_PORT),
                         help=f"server TCP port (env STREAM_PORT; default: {DEFAULT_TCP_PORT})")
+    client.add_argument("--ws", default=None, metavar="URL",
+                        help="use WebSocket instead of TCP, e.g. ws://127.0.0.1:43008/ (lossless reconnect; "
+                             "on a terminal the partial is shown in place)")
     client.add_argument("--file", default=None, help="stream this file instead of the microphone")
     client.add_argument("--fast", action="store_true", help="send the file as fast as possible, not in real time")
     client.add_argument("--device", default=None, help="input device index or name (see `python -m sounddevice`)")
@@ -306,7 +331,12 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--manifest", required=True)
     be.add_argument("--glob", default="en/*", help="clips to stream (default: en/*)")
     be.add_argument("--seconds", type=float, default=30.0, help="audio per stream, clips joined (default: 30)")
-    be.add_argument("--url", default=None, help="a running server, tcp://HOST:PORT (default: start one)")
+    be.add_argument("--url", default=None,
+                    help="a running server, tcp://HOST:PORT or ws://HOST:PORT/ (default: start one)")
+    be.add_argument("--transport", choices=["tcp", "ws"], default="tcp",
+                    help="protocol of the server the bench starts (default: tcp; --url's scheme wins)")
+    be.add_argument("--partials", action="store_true",
+                    help="WebSocket clients ask for partials and their latency is measured")
     be.add_argument("--serve-args", default="--min-chunk 0.5",
                     help="arguments for the started server (default: '--min-chunk 0.5')")
     be.add_argument("--json", default=None, metavar="OUT")

@@ -1,144 +1,66 @@
-"""TCP streaming client with reconnect and an outage ring buffer.
+"""The TCP transport for the shared reconnect loop (:mod:`woasr.clients.reconnect`).
 
-Audio is captured into an :class:`AudioRing` and sent from there, so a broken
-connection does not stop capture: blocks wait in the ring (30 s by default)
-and are sent after the reconnect. TCP carries no acknowledgement, so audio
-that was written to a connection just before it broke may be lost, and a
-reconnect starts a new server session (timestamps restart at 0). The
-WebSocket protocol's resume is the lossless path.
+Raw PCM16LE goes out, ``<beg_ms> <end_ms> <text>`` lines (and ``ERROR <code>
+<message>`` lines) come back; a half-close asks the server to finish. TCP
+carries no acknowledgement, so audio written to a connection just before it
+broke may be lost, and a reconnect starts a new server session whose
+timestamps restart at 0. The WebSocket transport (:mod:`woasr.clients.ws_client`)
+is the lossless one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import random
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 
-from woasr.clients.ring import AudioRing
+from woasr.clients.reconnect import Connection, Listener
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class Backoff:
-    """Exponential backoff with jitter: initial * factor**n, capped, +-jitter fraction."""
+class TcpTransport:
+    """Connections to ``host:port``; every line they receive goes to ``listener``."""
 
-    initial: float = 0.5
-    factor: float = 2.0
-    cap: float = 10.0
-    jitter: float = 0.2
-    attempts: int = 20
-    """Failed connection attempts in a row before giving up (0: never give up)."""
+    def __init__(self, host: str, port: int, listener: Listener) -> None:
+        self.host, self.port = host, port
+        self.address = f"{host}:{port}"
+        self.listener = listener
 
-    def delay(self, attempt: int) -> float:
-        base = min(self.cap, self.initial * self.factor ** max(0, attempt - 1))
-        return base * (1 + random.uniform(-self.jitter, self.jitter))
+    async def connect(self) -> TcpConnection:
+        reader, writer = await asyncio.open_connection(self.host, self.port)
+        return TcpConnection(reader, writer, self.listener)
 
 
-class GaveUp(ConnectionError):
-    """The server stayed unreachable for every allowed attempt."""
+class TcpConnection(Connection):
+    """One TCP connection: one server session, times relative to its start."""
 
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, listener: Listener) -> None:
+        self.reader, self.writer, self.listener = reader, writer, listener
 
-class SourceFailed(RuntimeError):
-    """The audio source (microphone, file) stopped with an error."""
+    async def send(self, offset: int, block: bytes) -> None:
+        self.writer.write(block)
+        await self.writer.drain()
 
+    async def end(self) -> None:
+        self.writer.write_eof()
 
-async def stream_tcp(
-    host: str,
-    port: int,
-    source: AsyncIterator[bytes],
-    on_line: Callable[[str], None],
-    backoff: Backoff = Backoff(),
-    ring_s: float = 30.0,
-) -> AudioRing:
-    """Send ``source`` to a TCP server and pass each line it returns to ``on_line``.
+    async def receive(self) -> None:
+        while line := await self.reader.readline():
+            self._dispatch(line.decode("utf-8", "replace").rstrip("\n"))
 
-    Returns when the source has ended, everything has been sent and the server
-    has sent its last lines and closed. Raises :class:`GaveUp` if the server
-    cannot be reached.
-    """
-    ring = AudioRing(ring_s)
-    wake = asyncio.Event()
-    source_done = asyncio.Event()
-
-    async def capture() -> None:
+    def _dispatch(self, line: str) -> None:
+        if line.startswith("ERROR "):
+            _, code, message = (line.split(" ", 2) + [""])[:3]
+            self.listener.error(code, message)
+            return
+        parts = line.split(" ", 2)
         try:
-            async for block in source:
-                ring.push(block)
-                wake.set()
-        finally:
-            source_done.set()
-            wake.set()
+            beg, end, text = int(parts[0]), int(parts[1]), parts[2]
+        except (ValueError, IndexError):
+            log.warning("unexpected line from the server: %r", line)
+            return
+        self.progressed = True
+        self.listener.final(beg, end, text)
 
-    capturing = asyncio.create_task(capture())
-    failures = 0
-    try:
-        while True:
-            await asyncio.sleep(0)  # let the source start (and fail early, e.g. no microphone)
-            _raise_if_failed(capturing)
-            try:
-                reader, writer = await asyncio.open_connection(host, port)
-            except OSError as exc:
-                failures += 1
-                if backoff.attempts and failures >= backoff.attempts:
-                    raise GaveUp(f"{host}:{port} unreachable after {failures} attempts ({exc})") from exc
-                delay = backoff.delay(failures)
-                log.warning("cannot connect to %s:%d (%s); retry in %.1f s, %.1f s of audio buffered",
-                            host, port, exc, delay, ring.seconds)
-                await asyncio.sleep(delay)
-                continue
-            failures = 0
-            log.info("connected to %s:%d", host, port)
-            if await _run_connection(reader, writer, ring, wake, source_done, on_line):
-                _raise_if_failed(capturing)
-                return ring
-            log.warning("connection lost; reconnecting (%.1f s of audio buffered)", ring.seconds)
-    finally:
-        capturing.cancel()
-
-
-def _raise_if_failed(capturing: asyncio.Task[None]) -> None:
-    if capturing.done() and not capturing.cancelled() and (error := capturing.exception()):
-        raise SourceFailed(f"audio source failed: {error}") from error
-
-
-async def _run_connection(
-    reader: asyncio.StreamReader,
-    writer: asyncio.StreamWriter,
-    ring: AudioRing,
-    wake: asyncio.Event,
-    source_done: asyncio.Event,
-    on_line: Callable[[str], None],
-) -> bool:
-    """Send until the source ends, then half-close and read to the end. False: connection lost."""
-
-    async def receive() -> bool:
-        while line := await reader.readline():
-            on_line(line.decode("utf-8", "replace").rstrip("\n"))
-        return True
-
-    receiving = asyncio.create_task(receive())
-    try:
-        while not (source_done.is_set() and not len(ring)):
-            while len(ring) and not receiving.done():
-                writer.write(ring.peek())
-                await writer.drain()
-                ring.pop()
-            if receiving.done():  # the server closed while we were still sending
-                return False
-            if source_done.is_set() and not len(ring):
-                break
-            wake.clear()
-            waiting = asyncio.create_task(wake.wait())
-            await asyncio.wait({waiting, receiving}, return_when=asyncio.FIRST_COMPLETED)
-            waiting.cancel()
-        writer.write_eof()
-        await receiving
-        return True
-    except (ConnectionError, OSError):
-        return False
-    finally:
-        receiving.cancel()
-        writer.close()
+    async def close(self) -> None:
+        self.writer.close()

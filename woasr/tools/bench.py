@@ -2,12 +2,22 @@
 
 For each stream count N it runs N clients at once over real sockets, each
 streaming its own playlist of real clips in real time (100 ms blocks), and
-reports committed latency, WER, server CPU and RSS.
+reports committed latency, WER, server CPU and RSS. The clients speak TCP or
+WebSocket through the same transports as ``woasr client``
+(:mod:`woasr.clients.tcp_client`, :mod:`woasr.clients.ws_client`), one
+connection each and no reconnect. WebSocket clients keep to the seed contract
+(binary frames, ``{"type":"close"}`` at the end); with ``partials`` they first
+send ``{"type":"config","partials":true}``.
 
-Committed latency over TCP is measured per line, at the client: receive time
-of a line minus the send time of the audio block holding the line's
+Committed latency is measured per final (TCP: per line), at the client:
+receive time minus the send time of the audio block holding the final's
 ``end_ms``. (The last word of a line waits least; ``woasr eval`` measures
-per word.)
+per word.) Partial latency is the same per non-empty partial message, on
+its ``end_ms``.
+
+A server the bench starts itself gets a free port for the transport under
+test and the other transport off; the bench waits for its ``ready model=``
+line, since the sockets open before the model has loaded.
 """
 
 from __future__ import annotations
@@ -15,10 +25,13 @@ from __future__ import annotations
 import asyncio
 import bisect
 import itertools
+import logging
 import os
 import re
+import socket
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,10 +40,15 @@ import psutil
 from tqdm import tqdm
 
 from woasr.audio_io import load_audio
+from woasr.clients.reconnect import Listener, Transport
 from woasr.clients.sources import paced_blocks, to_pcm16
+from woasr.clients.tcp_client import TcpTransport
+from woasr.clients.ws_client import WsTransport
 from woasr.core.audio import SAMPLE_RATE
 from woasr.tools.evaluate import ManifestRow, percentiles_ms
 from woasr.tools.textnorm import ErrorCount, count_errors
+
+log = logging.getLogger(__name__)
 
 BLOCK_S = 0.1
 GAP_S = 0.5
@@ -68,83 +86,128 @@ def playlists(rows: list[ManifestRow], count: int, seconds: float) -> list[Playl
 @dataclass(slots=True)
 class ClientResult:
     latencies: list[float] = field(default_factory=list)
+    partial_latencies: list[float] = field(default_factory=list)
     text: list[str] = field(default_factory=list)
     refused: bool = False
     error: str | None = None
 
 
-async def run_tcp_client(host: str, port: int, playlist: Playlist) -> ClientResult:
-    """Stream one playlist in real time; time every committed line."""
+class Timings:
+    """A :class:`~woasr.clients.reconnect.Listener` that times each message against the audio it covers."""
+
+    def __init__(self, result: ClientResult) -> None:
+        self.result = result
+        self.sent_ends: list[int] = []
+        """ms of audio sent so far, per block."""
+        self.sent_at: list[float] = []
+        self.clock = asyncio.get_running_loop().time
+
+    def sent(self, total_bytes: int) -> None:
+        self.sent_ends.append(round(total_bytes / 2 / SAMPLE_RATE * 1000))
+        self.sent_at.append(self.clock())
+
+    def _latency(self, end_ms: int) -> float:
+        """Now minus the send time of the block holding ``end_ms``."""
+        index = min(bisect.bisect_left(self.sent_ends, end_ms), len(self.sent_at) - 1)
+        return self.clock() - self.sent_at[index]
+
+    def final(self, beg_ms: int, end_ms: int, text: str) -> None:
+        self.result.latencies.append(self._latency(end_ms))
+        self.result.text.append(text)
+
+    def partial(self, text: str, beg_ms: int, end_ms: int) -> None:
+        if text:  # an empty partial only clears the display; it holds no new audio
+            self.result.partial_latencies.append(self._latency(end_ms))
+
+    def error(self, code: str, message: str) -> None:
+        said = f"{code} {message}"
+        self.result.refused = self.result.refused or "busy" in said or "capacity" in said
+        self.result.error = said
+
+
+async def run_client(server: ServerUnderTest, playlist: Playlist) -> ClientResult:
+    """Stream one playlist in real time over the server's transport; time every final and partial.
+
+    One connection, no reconnect: a bench measures the server, a lost
+    connection is reported as an error.
+    """
     result = ClientResult()
+    timings = Timings(result)
     try:
-        reader, writer = await asyncio.open_connection(host, port)
+        connection = await server.transport(timings).connect()
     except OSError as exc:
         result.refused, result.error = True, str(exc)
         return result
-    sent_ends: list[int] = []  # ms of audio sent so far, per block
-    sent_at: list[float] = []
-    loop = asyncio.get_running_loop()
-
-    async def receive() -> None:
-        while line := await reader.readline():
-            text = line.decode("utf-8", "replace").rstrip("\n")
-            if text.startswith("ERROR"):
-                result.refused = result.refused or "busy" in text or "capacity" in text
-                result.error = text
-                continue
-            beg, end, words = text.split(" ", 2)
-            index = min(bisect.bisect_left(sent_ends, int(end)), len(sent_at) - 1)
-            result.latencies.append(loop.time() - sent_at[index])
-            result.text.append(words)
-
-    receiving = asyncio.create_task(receive())
-    sent_bytes = 0
+    receiving = asyncio.create_task(connection.receive())
+    sent = 0
     try:
         async for block in paced_blocks(playlist.pcm, BLOCK_S):
-            writer.write(block)
-            await writer.drain()
-            sent_bytes += len(block)
-            sent_ends.append(round(sent_bytes / 2 / SAMPLE_RATE * 1000))
-            sent_at.append(loop.time())
-        writer.write_eof()
+            if receiving.done():
+                break  # the server closed early: its reason is the receive's
+            await connection.send(sent, block)
+            sent += len(block)
+            timings.sent(sent)
+        else:
+            await connection.end()
         await receiving
-    except (ConnectionError, OSError) as exc:
+    except OSError as exc:
         result.error = str(exc)
     finally:
         receiving.cancel()
-        writer.close()
+        await connection.close()
     return result
 
 
 class ServerUnderTest:
-    """A ``woasr serve`` subprocess on a free port, or an already running server."""
+    """A ``woasr serve`` subprocess on a free port, or an already running server.
 
-    def __init__(self, url: str | None, serve_args: list[str]) -> None:
+    ``url`` is ``tcp://HOST:PORT`` (or ``HOST:PORT``) or ``ws://HOST:PORT/PATH``;
+    without one, a server is started for ``transport`` with the other one off.
+    """
+
+    def __init__(self, url: str | None, serve_args: list[str], transport: str = "tcp",
+                 partials: bool = False) -> None:
         self.url = url
         self.serve_args = serve_args
+        self.kind = transport
+        self.partials = partials
         self.proc: subprocess.Popen[str] | None = None
         self.host, self.port = "127.0.0.1", 0
 
     def __enter__(self) -> ServerUnderTest:
         if self.url:
-            match = re.fullmatch(r"(?:tcp://)?([^:/]+):(\d+)/?", self.url)
-            if not match:
-                raise SystemExit(f"--url must look like tcp://HOST:PORT, got {self.url!r}")
-            self.host, self.port = match.group(1), int(match.group(2))
+            self._parse_url(self.url)
             return self
-        import socket
-
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
+        self.port = free_port()
+        ports = ["--tcp-port", str(self.port), "--ws-port", "0"]
+        if self.kind == "ws":
+            ports = ["--ws-port", str(self.port), "--tcp-port", "0"]
+            self.url = f"ws://{self.host}:{self.port}/"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "woasr.cli", "serve", "--tcp-port", str(self.port), *self.serve_args],
+            [sys.executable, "-m", "woasr.cli", "serve", *ports, *self.serve_args],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         )
         for line in self.proc.stdout:
-            if "listening tcp://" in line:
+            if line.startswith("ready model="):  # the sockets open first, the model loads after
+                threading.Thread(target=self.proc.stdout.read, daemon=True).start()  # never let the pipe fill
                 return self
         raise SystemExit("the server under test did not start")
+
+    def _parse_url(self, url: str) -> None:
+        if url.startswith(("ws://", "wss://")):
+            self.kind = "ws"
+            return
+        match = re.fullmatch(r"(?:tcp://)?([^:/]+):(\d+)/?", url)
+        if not match:
+            raise SystemExit(f"--url must look like tcp://HOST:PORT or ws://HOST:PORT/, got {url!r}")
+        self.kind = "tcp"
+        self.host, self.port = match.group(1), int(match.group(2))
+
+    def transport(self, listener: Listener) -> Transport:
+        if self.kind == "ws":
+            assert self.url is not None
+            return WsTransport(self.url, listener, {"partials": True} if self.partials else None)
+        return TcpTransport(self.host, self.port, listener)
 
     @property
     def process(self) -> psutil.Process | None:
@@ -154,6 +217,12 @@ class ServerUnderTest:
         if self.proc:
             self.proc.terminate()
             self.proc.wait(timeout=30)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 async def run_streams(server: ServerUnderTest, lists: list[Playlist]) -> tuple[list[ClientResult], float, float]:
@@ -170,7 +239,7 @@ async def run_streams(server: ServerUnderTest, lists: list[Playlist]) -> tuple[l
             await asyncio.sleep(0.5)
 
     sampler = asyncio.create_task(sample_rss())
-    results = await asyncio.gather(*(run_tcp_client(server.host, server.port, p) for p in lists))
+    results = await asyncio.gather(*(run_client(server, p) for p in lists))
     sampler.cancel()
     cpu = proc.cpu_percent(None) if proc else float("nan")
     return list(results), cpu, peak_rss
@@ -178,11 +247,17 @@ async def run_streams(server: ServerUnderTest, lists: list[Playlist]) -> tuple[l
 
 def bench(
     rows: list[ManifestRow], stream_counts: list[int], seconds: float, url: str | None, serve_args: list[str],
-    progress: bool = True,
+    progress: bool = True, transport: str = "tcp", partials: bool = False,
 ) -> dict[str, Any]:
-    """Run every stream count; return the JSON-ready report."""
+    """Run every stream count; return the JSON-ready report.
+
+    ``transport`` (tcp or ws) applies to a server the bench starts; a ``url``'s scheme wins.
+    """
     runs = []
-    with ServerUnderTest(url, serve_args) as server:
+    with ServerUnderTest(url, serve_args, transport, partials) as server:
+        if partials and server.kind != "ws":
+            log.warning("TCP has no partials: --partials ignored")
+            partials = server.partials = False
         for count in tqdm(stream_counts, desc="bench", disable=not progress, file=sys.stderr):
             lists = playlists(rows, count, seconds)
             results, cpu, rss = asyncio.run(run_streams(server, lists))
@@ -194,7 +269,8 @@ def bench(
             runs.append({
                 "streams": count,
                 "latency_ms": percentiles_ms(latencies),
-                "partial_latency_ms": {"p50": None},
+                "partial_latency_ms": percentiles_ms([x for r in results for x in r.partial_latencies],
+                                                     ("p50", "p95")),
                 "wer": round(errors.rate, 4),
                 "refused": sum(r.refused for r in results),
                 "cpu_percent": round(cpu, 1),
@@ -205,7 +281,8 @@ def bench(
     under = [r["streams"] for r in runs if r["latency_ms"]["p95"] is not None and r["latency_ms"]["p95"] <= 2000
              and not r["refused"]]
     return {
-        "transport": "tcp",
+        "transport": server.kind,
+        "partials": partials,
         "server": url or "woasr serve " + " ".join(serve_args),
         "cpu_count": os.cpu_count(),
         "runs": runs,
@@ -214,11 +291,11 @@ def bench(
 
 
 def markdown_table(report: dict[str, Any]) -> str:
-    lines = ["| streams | latency p50/p95/max ms | WER | refused | server CPU % | server RSS MB |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| streams | latency p50/p95/max ms | partial p50/p95 ms | WER | refused | server CPU % | server RSS MB |",
+             "|---|---|---|---|---|---|---|"]
     for run in report["runs"]:
-        lat = run["latency_ms"]
-        lines.append(f"| {run['streams']} | {lat['p50']}/{lat['p95']}/{lat['max']} | {run['wer']:.2%} "
-                     f"| {run['refused']} | {run['cpu_percent']} | {run['rss_mb']} |")
+        lat, part = run["latency_ms"], run["partial_latency_ms"]
+        lines.append(f"| {run['streams']} | {lat['p50']}/{lat['p95']}/{lat['max']} | {part['p50']}/{part['p95']} "
+                     f"| {run['wer']:.2%} | {run['refused']} | {run['cpu_percent']} | {run['rss_mb']} |")
     lines.append(f"\nhighest stream count with committed p95 <= 2 s: {report['max_streams_p95_under_2s']}")
     return "\n".join(lines)

@@ -1,0 +1,217 @@
+"""The capture / ring / reconnect loop, written once for every transport.
+
+A capture task pushes source blocks into an :class:`AudioRing`, so a broken
+connection never stops capture. The loop connects through a
+:class:`Transport` and, per :class:`Connection` (one server session), sends
+from the ring while a receive task hands the server's messages to a
+:class:`Listener`. A block leaves the ring only once its send returned. When
+the source has ended and the ring is empty it calls :meth:`Connection.end`
+(TCP half-close, WebSocket ``close`` message) and reads until the server
+closes.
+
+If the server closes first, or a send or the receive fails, the connection is
+lost: the audio the connection calls :meth:`~Connection.unacknowledged` goes
+back to the front of the ring, and the loop reconnects and goes on sending
+from the ring. TCP acknowledges nothing (audio in flight is lost); the
+WebSocket connection keeps what it sent after its last final, which makes its
+reconnect lossless.
+
+A failed connect, and a connection lost before the server committed anything
+on it, count as failures in a row: each waits :meth:`Backoff.delay`, and after
+``Backoff.attempts`` of them the loop raises :class:`GaveUp`. A connection that
+produced a final resets the count, so a restarted server is reconnected at
+once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Protocol
+
+from woasr.clients.ring import AudioRing, Block
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Exponential backoff with jitter: initial * factor**n, capped, +-jitter fraction."""
+
+    initial: float = 0.5
+    factor: float = 2.0
+    cap: float = 10.0
+    jitter: float = 0.2
+    attempts: int = 20
+    """Failed connection attempts in a row before giving up (0: never give up)."""
+
+    def delay(self, attempt: int) -> float:
+        base = min(self.cap, self.initial * self.factor ** max(0, attempt - 1))
+        return base * (1 + random.uniform(-self.jitter, self.jitter))
+
+
+class GaveUp(ConnectionError):
+    """The server stayed unreachable (or kept dropping us) for every allowed attempt."""
+
+
+class SourceFailed(RuntimeError):
+    """The audio source (microphone, file) stopped with an error."""
+
+
+class Listener(Protocol):
+    """Where a connection delivers what the server says, already parsed."""
+
+    def final(self, beg_ms: int, end_ms: int, text: str) -> None: ...
+
+    def partial(self, text: str, beg_ms: int, end_ms: int) -> None: ...
+
+    def error(self, code: str, message: str) -> None: ...
+
+
+class Connection(ABC):
+    """One connection to the server, i.e. one server session.
+
+    Failures are raised as :class:`ConnectionError` (or another ``OSError``),
+    whatever the library underneath raises, so the loop handles one kind.
+    """
+
+    progressed = False
+    """The server committed something on this connection (a final arrived)."""
+
+    @abstractmethod
+    async def send(self, offset: int, block: bytes) -> None:
+        """Send one block; ``offset`` is its position in the captured stream, in bytes."""
+
+    @abstractmethod
+    async def end(self) -> None:
+        """No more audio: ask the server to finish the session."""
+
+    @abstractmethod
+    async def receive(self) -> None:
+        """Hand messages to the listener; return when the server has finished and closed."""
+
+    def unacknowledged(self) -> list[Block]:
+        """Blocks sent that the server's output does not cover yet: sent again after a reconnect."""
+        return []
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Release the connection (after :meth:`receive` returned, or on loss)."""
+
+
+class Transport(Protocol):
+    """Makes connections to one server."""
+
+    address: str
+
+    async def connect(self) -> Connection:
+        """A new connection; ``OSError`` if the server cannot be reached."""
+        ...
+
+
+async def stream(
+    transport: Transport,
+    source: AsyncIterator[bytes],
+    backoff: Backoff = Backoff(),
+    ring_s: float | None = 30.0,
+) -> AudioRing:
+    """Send ``source`` through ``transport``, reconnecting as needed.
+
+    Returns the ring (for its ``dropped_bytes``) once the source has ended,
+    everything has been sent and the server has sent its last messages and
+    closed. Raises :class:`GaveUp` or :class:`SourceFailed`.
+    """
+    ring = AudioRing(ring_s)
+    wake = asyncio.Event()
+    source_done = asyncio.Event()
+
+    async def capture() -> None:
+        try:
+            async for block in source:
+                ring.push(block)
+                wake.set()
+        finally:
+            source_done.set()
+            wake.set()
+
+    capturing = asyncio.create_task(capture())
+    failures = 0
+
+    async def fail(reason: str) -> None:
+        """One more failure in a row: give up, or wait before the next attempt."""
+        nonlocal failures
+        failures += 1
+        if backoff.attempts and failures >= backoff.attempts:
+            raise GaveUp(f"{transport.address}: {reason} ({failures} attempts in a row)")
+        delay = backoff.delay(failures)
+        log.warning("%s: %s; retry in %.1f s, %.1f s of audio buffered", transport.address, reason, delay, ring.seconds)
+        await asyncio.sleep(delay)
+
+    try:
+        while True:
+            await asyncio.sleep(0)  # let the source start (and fail early, e.g. no microphone)
+            _raise_if_failed(capturing)
+            try:
+                connection = await transport.connect()
+            except OSError as exc:
+                await fail(f"cannot connect ({exc})")
+                continue
+            log.info("connected to %s", transport.address)
+            lost = await _run_connection(connection, ring, wake, source_done)
+            if lost is None:
+                _raise_if_failed(capturing)
+                return ring
+            ring.requeue(connection.unacknowledged())
+            if connection.progressed:
+                failures = 0
+                log.warning("%s: connection lost (%s); reconnecting, %.1f s of audio buffered",
+                            transport.address, lost, ring.seconds)
+            else:
+                await fail(f"connection lost before any transcript ({lost})")
+    finally:
+        capturing.cancel()
+
+
+def _raise_if_failed(capturing: asyncio.Task[None]) -> None:
+    if capturing.done() and not capturing.cancelled() and (error := capturing.exception()):
+        raise SourceFailed(f"audio source failed: {error}") from error
+
+
+async def _run_connection(
+    connection: Connection, ring: AudioRing, wake: asyncio.Event, source_done: asyncio.Event
+) -> str | None:
+    """Send until the source ends, then end the session and read to the end.
+
+    Returns None when the session finished, else why the connection was lost.
+    """
+    receiving = asyncio.create_task(connection.receive())
+    try:
+        while True:
+            while len(ring) and not receiving.done():
+                await connection.send(*ring.peek())
+                ring.pop()
+            if receiving.done():  # the server closed (or the receive failed) while we were still sending
+                return _why(receiving)
+            if source_done.is_set() and not len(ring):
+                break
+            wake.clear()
+            waiting = asyncio.create_task(wake.wait())
+            await asyncio.wait({waiting, receiving}, return_when=asyncio.FIRST_COMPLETED)
+            waiting.cancel()
+        await connection.end()
+        await receiving
+        return None
+    except OSError as exc:  # ConnectionError included
+        return str(exc) or type(exc).__name__
+    finally:
+        receiving.cancel()
+        await connection.close()
+
+
+def _why(receiving: asyncio.Task[None]) -> str:
+    error = receiving.exception()
+    return str(error) if error else "the server closed the connection"
