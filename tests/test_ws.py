@@ -250,3 +250,30 @@ def test_seed_ws_entry_point_starts_the_websocket_server():
     with ServerProcess(["--ws-port", str(ws_port)], command=command) as proc:
         assert proc.ws_port == ws_port and proc.port is None
     assert subprocess.run(command + ["--help"], capture_output=True, text=True, cwd=ROOT).returncode == 0
+
+
+async def test_sigterm_drains_open_sessions_before_exiting(manifest):
+    """A shutdown finishes every session: its received audio is transcribed and sent."""
+    pcm = pcm_of(manifest, JFK)
+    proc = ServerProcess(["--tcp-port", str(free_port()), "--ws-port", str(free_port()), "--min-chunk", "0.5"]).start()
+    try:
+        async with websockets.connect(proc.ws_url) as ws:
+            await ws.recv()
+            reader, writer = await asyncio.open_connection("127.0.0.1", proc.port)
+            receiving = asyncio.create_task(receive_all(ws))
+            for i in range(0, 60 * BLOCK, BLOCK):  # 6 s: "And so my fellow Americans, ask not ..."
+                await ws.send(pcm[i : i + BLOCK])
+                writer.write(pcm[i : i + BLOCK])
+                await asyncio.sleep(0.02)
+            await writer.drain()
+            proc.proc.terminate()
+            messages = await asyncio.wait_for(receiving, 60)
+            tcp_lines = (await asyncio.wait_for(reader.read(), 60)).decode()
+            writer.close()
+        assert ws.close_code == 1001
+        assert "fellow americans" in normalize_text(text_of(messages))
+        assert "fellow americans" in normalize_text(tcp_lines)
+        assert proc.proc.wait(timeout=30) == 0
+        assert "draining 2 session(s)" in proc.text and "stopped" in proc.text
+    finally:
+        proc.stop()

@@ -3,6 +3,10 @@
 The listening sockets open at once and the model loads in the background, so
 ``/healthz`` answers while a large model loads and ``/readyz`` says when it is
 ready. Connections that arrive before that wait; their audio is kept.
+
+SIGINT/SIGTERM drain the server: new connections are refused, every open session
+is finished (its received audio transcribed, its last finals sent) and closed,
+then the process exits. A second signal stops at once.
 """
 
 from __future__ import annotations
@@ -11,16 +15,21 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import signal
 import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import uvicorn
+
 from woasr.asr.faster_whisper_backend import FasterWhisperASR
 from woasr.core.processor import OnlineASRProcessor, ProcessorSettings
 from woasr.engine import LocalEngine
 from woasr.protocol.session import StreamSession
+from woasr.transports.runner import SessionRunner
 from woasr.transports.tcp import TCPServer
+from woasr.transports.web.app import create_app
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +47,18 @@ class ServerConfig:
     ws_max_frame: int = 1 << 20
     """Largest WebSocket message accepted, in bytes; a larger one closes with 1009."""
     ws_ping_interval: float = 20.0
+    drain_timeout: float = 10.0
+    """On shutdown, seconds open sessions get to finish and send their last finals."""
+
+
+class _EmbeddedUvicorn(uvicorn.Server):
+    """uvicorn inside ``woasr serve``: the service owns the signals, so it can drain first."""
+
+    listening: socket.socket
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
 
 
 class ModelLoadFailed(RuntimeError):
@@ -52,7 +73,8 @@ class StreamingService:
         self.config = config
         self.engine = LocalEngine(config.workers)
         self.asr: FasterWhisperASR | None = None
-        self.active_sessions = 0
+        self.draining = False
+        self._runners: set[SessionRunner] = set()
         self._loaded = asyncio.Event()
         self._ids = itertools.count(1)
 
@@ -86,13 +108,32 @@ class StreamingService:
         processor = OnlineASRProcessor(asr, asr.language, self.config.settings)
         return StreamSession(processor, self.config.min_chunk, languages=asr.supported_languages)
 
+    @property
+    def active_sessions(self) -> int:
+        return len(self._runners)
+
     @contextlib.contextmanager
-    def track_session(self) -> Iterator[None]:
-        self.active_sessions += 1
+    def track_session(self, runner: SessionRunner) -> Iterator[None]:
+        """Count the session as active, and let a drain finish it."""
+        self._runners.add(runner)
         try:
             yield
         finally:
-            self.active_sessions -= 1
+            self._runners.discard(runner)
+
+    async def drain(self, timeout: float, force: asyncio.Event) -> None:
+        """Finish every open session; wait until they are done, ``timeout`` passes or ``force`` is set."""
+        self.draining = True
+        if not self._runners:
+            return
+        log.info("draining %d session(s): finishing them (up to %g s)", len(self._runners), timeout)
+        for runner in list(self._runners):
+            runner.finish()
+        deadline = asyncio.get_running_loop().time() + timeout
+        while self._runners and not force.is_set() and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+        if self._runners:
+            log.warning("stopping with %d session(s) unfinished", len(self._runners))
 
     def describe(self) -> dict[str, Any]:
         """Effective server-wide settings, as the WebSocket ``ready`` message reports them."""
@@ -108,46 +149,58 @@ class StreamingService:
 
     # -- listening -----------------------------------------------------------
     async def serve_forever(self) -> None:
-        """Open every listener, load the model, serve until stopped (or the load fails)."""
-        tasks = [asyncio.create_task(self.load(), name="load-model")]
+        """Open every listener, load the model, serve until a signal (then drain) or a failed load."""
+        loop = asyncio.get_running_loop()
+        stop, force = asyncio.Event(), asyncio.Event()
+
+        def on_signal() -> None:
+            (force if stop.is_set() else stop).set()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, on_signal)
+        loading = asyncio.create_task(self.load(), name="load-model")
+        tcp: asyncio.Server | None = None
+        web: _EmbeddedUvicorn | None = None
+        serving: list[asyncio.Task[None]] = []
         try:
             if self.config.tcp_port > 0:
-                server = await TCPServer(self, self.config.idle_timeout).start(self.config.host, self.config.tcp_port)
-                port = server.sockets[0].getsockname()[1]
+                tcp = await TCPServer(self, self.config.idle_timeout).start(self.config.host, self.config.tcp_port)
+                port = tcp.sockets[0].getsockname()[1]
                 log.info("TCP  listening on %s:%d (raw PCM16LE mono 16 kHz in, '<beg_ms> <end_ms> <text>' lines out)",
                          self.config.host, port)
                 print(f"listening tcp://{self.config.host}:{port}", flush=True)
-                tasks.append(asyncio.create_task(server.serve_forever(), name="tcp"))
             if self.config.ws_port > 0:
-                tasks.append(asyncio.create_task(self._serve_web(), name="web"))
-            # Any task ending ends the server: the web server on a signal, the load on failure.
-            while tasks:
-                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
-                    tasks.remove(task)
-                    task.result()  # raises what the task raised
-                    if task.get_name() != "load-model":
-                        return
+                web = self._web_server()
+                serving.append(asyncio.create_task(web.serve(sockets=[web.listening]), name="web"))
+            stopping = asyncio.create_task(stop.wait())
+            await asyncio.wait([loading, stopping, *serving], return_when=asyncio.FIRST_COMPLETED)
+            if loading.done():
+                loading.result()  # raises ModelLoadFailed
+                await asyncio.wait([stopping, *serving], return_when=asyncio.FIRST_COMPLETED)
+            if tcp is not None:
+                tcp.close()
+            await self.drain(self.config.drain_timeout, force)
+            log.info("stopped")
         finally:
-            for task in tasks:
-                task.cancel()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+            loading.cancel()
+            if web is not None:
+                web.should_exit = True
+                await asyncio.gather(*serving, return_exceptions=True)
             self.engine.close()
 
-    async def _serve_web(self) -> None:
-        import uvicorn
-
-        from woasr.transports.web.app import create_app
-
-        sock = socket.create_server((self.config.host, self.config.ws_port), reuse_port=False)
-        port = sock.getsockname()[1]
+    def _web_server(self) -> _EmbeddedUvicorn:
         config = uvicorn.Config(
             create_app(self), log_config=None, access_log=False, ws="websockets-sansio",
             ws_max_size=max(self.config.ws_max_frame * 4, 1 << 24), ws_ping_interval=self.config.ws_ping_interval,
             ws_ping_timeout=self.config.ws_ping_interval, lifespan="off",
         )
-        web = uvicorn.Server(config)
-        host = self.config.host
+        web = _EmbeddedUvicorn(config)
+        web.listening = socket.create_server((self.config.host, self.config.ws_port))
+        host, port = self.config.host, web.listening.getsockname()[1]
         log.info("HTTP listening on %s:%d (WebSocket ws://%s:%d/ and /v1/listen, page, REST)", host, port, host, port)
         print(f"listening ws://{host}:{port}/", flush=True)
         print(f"page http://{host}:{port}/", flush=True)
-        await web.serve(sockets=[sock])
+        return web
+

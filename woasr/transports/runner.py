@@ -42,6 +42,11 @@ class SessionRunner:
         """Input arrived: an update may be due."""
         self._wake.set()
 
+    def finish(self) -> None:
+        """End the session from the server's side (shutdown): commit and send what was received."""
+        self.session.close()
+        self._wake.set()
+
     def abort(self) -> None:
         """The peer is gone: stop without finishing or sending anything more."""
         self.aborted = True

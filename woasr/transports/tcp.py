@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 READ_SIZE = 64 * 1024
+SHUTTING_DOWN = Error("shutting_down", "the server is shutting down; connect again later")
 
 
 def format_line(event: Event) -> bytes | None:
@@ -44,6 +45,10 @@ class TCPServer:
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
         await self.service.wait_ready()  # until then the client's audio waits in the socket
+        if self.service.draining:
+            writer.write(format_line(SHUTTING_DOWN) or b"")
+            writer.close()
+            return
         sid = self.service.next_session_id("tcp")
         session = self.service.new_session()
         loop = asyncio.get_running_loop()
@@ -72,7 +77,7 @@ class TCPServer:
                 session.close()
                 runner.wake()
 
-        with self.service.track_session():
+        with self.service.track_session(runner):
             log_session_start(sid, peer, self.service.active_sessions)
             reading = asyncio.create_task(read_audio())
             try:

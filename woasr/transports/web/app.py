@@ -37,9 +37,10 @@ def create_app(service: StreamingService) -> FastAPI:
 
     @app.get("/readyz")
     async def readyz() -> JSONResponse:
-        """200 once the model is loaded and sessions are served; 503 before."""
-        if not service.ready:
-            return JSONResponse({"status": "loading"}, status_code=503, headers={"Retry-After": "1"})
+        """200 once the model is loaded and sessions are served; 503 before and while draining."""
+        if not service.ready or service.draining:
+            status = "draining" if service.draining else "loading"
+            return JSONResponse({"status": status}, status_code=503, headers={"Retry-After": "1"})
         assert service.asr is not None
         return JSONResponse({"status": "ready", "model": service.asr.choice.name,
                              "active_sessions": service.active_sessions})

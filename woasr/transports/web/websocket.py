@@ -22,7 +22,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001
 CLOSE_TOO_BIG = 1009
+SHUTTING_DOWN = Error("shutting_down", "the server is shutting down; connect again later")
 
 
 async def serve_websocket(websocket: WebSocket, service: StreamingService) -> None:
@@ -30,6 +32,10 @@ async def serve_websocket(websocket: WebSocket, service: StreamingService) -> No
     await websocket.accept()
     peer = f"{websocket.client.host}:{websocket.client.port}" if websocket.client else None
     asr = await service.wait_ready()
+    if service.draining:
+        await websocket.send_text(encode_event(SHUTTING_DOWN))
+        await _close_quietly(websocket, CLOSE_GOING_AWAY, "server shutting down")
+        return
     sid = service.next_session_id("ws")
     session = service.new_session()
     loop = asyncio.get_running_loop()
@@ -79,12 +85,14 @@ async def serve_websocket(websocket: WebSocket, service: StreamingService) -> No
                     runner.post(session.receive_command(command))
             runner.wake()
 
-    with service.track_session():
+    with service.track_session(runner):
         log_session_start(sid, peer, service.active_sessions)
         await websocket.send_text(ready_message(sid, asr.choice.name, session.options, service.describe()))
         reading = asyncio.create_task(read_messages())
         try:
             await runner.run()
+            if service.draining and close_code == CLOSE_NORMAL:
+                close_code, close_reason, ending = CLOSE_GOING_AWAY, "server shutting down", "finished (shutdown)"
             if not runner.aborted:
                 await websocket.close(close_code, close_reason)
         except (WebSocketDisconnect, OSError, RuntimeError) as exc:
