@@ -277,3 +277,35 @@ async def test_sigterm_drains_open_sessions_before_exiting(manifest):
         assert "draining 2 session(s)" in proc.text and "stopped" in proc.text
     finally:
         proc.stop()
+
+
+def test_pings_keep_an_idle_connection_open_and_drop_a_dead_peer(manifest):
+    import base64
+    import socket
+    import time
+
+    with ServerProcess(["--tcp-port", "0", "--ws-port", str(free_port()), "--ws-ping-interval", "0.5"]) as proc:
+
+        async def idle_then_speak() -> list[dict]:
+            # This client never pings by itself: only the server's pings (and its pongs) keep it up.
+            async with websockets.connect(proc.ws_url, ping_interval=None) as ws:
+                await ws.recv()
+                await asyncio.sleep(3.0)
+                receiving = asyncio.create_task(receive_all(ws))
+                await ws.send(pcm_of(manifest, "en/ljspeech_LJ001-0002.wav"))
+                await ws.send(json.dumps({"type": "close"}))
+                return await receiving
+
+        assert "modern" in normalize_text(text_of(asyncio.run(idle_then_speak())))
+
+        # A peer that completes the handshake and then never answers a ping is disconnected.
+        with socket.create_connection(("127.0.0.1", proc.ws_port), timeout=30) as dead:
+            key = base64.b64encode(os.urandom(16)).decode()
+            dead.sendall((f"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                          f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+            began = time.monotonic()
+            while dead.recv(65536):  # the handshake, ready, pings ... until the server hangs up
+                pass
+            assert time.monotonic() - began < 10
+        time.sleep(0.3)
+        assert "client closed the connection" in proc.text

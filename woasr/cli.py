@@ -166,22 +166,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = ServerConfig(
         host=args.host, tcp_port=args.tcp_port, min_chunk=args.min_chunk, idle_timeout=args.idle_timeout,
         workers=args.workers, settings=processor_settings(args), ws_port=args.ws_port,
-        ws_max_frame=args.ws_max_frame,
+        ws_max_frame=args.ws_max_frame, ws_ping_interval=args.ws_ping_interval, drain_timeout=args.drain_timeout,
     )
     log.info(
         "configuration: host=%s tcp_port=%d ws_port=%d model=%s lang=%s backend=%s min_chunk=%g beam=%d "
-        "encoder_window=%s device=%s compute_type=%s workers=%d idle_timeout=%gs ws_max_frame=%d",
+        "encoder_window=%s device=%s compute_type=%s workers=%d idle_timeout=%gs ws_max_frame=%d "
+        "ws_ping_interval=%gs drain_timeout=%gs",
         config.host, config.tcp_port, config.ws_port, choice.name, args.lang or "auto", args.backend,
         config.min_chunk, args.beam, args.encoder_window, args.device, args.compute_type, config.workers,
-        config.idle_timeout, config.ws_max_frame,
+        config.idle_timeout, config.ws_max_frame, config.ws_ping_interval, config.drain_timeout,
     )
     try:
         asyncio.run(StreamingService(lambda: build_asr(args, workers=args.workers), config).serve_forever())
     except ModelLoadFailed as exc:
         log.error("%s", exc)
         return 2
-    except KeyboardInterrupt:
-        log.info("stopped")
     return 0
 
 
@@ -298,6 +297,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--ws-max-frame", type=int, default=1 << 20,
                        help="largest WebSocket message in bytes; larger ones close the session with 1009 "
                             "(default: 1048576, 32 s of audio)")
+    serve.add_argument("--ws-ping-interval", type=float, default=20.0,
+                       help="seconds between WebSocket pings; a peer that does not answer within as long is "
+                            "disconnected (default: 20)")
+    serve.add_argument("--drain-timeout", type=float, default=10.0,
+                       help="on SIGINT/SIGTERM, seconds open sessions get to finish and send their last "
+                            "finals (default: 10; a second signal stops at once)")
     serve.add_argument("--idle-timeout", type=float, default=60.0,
                        help="close a TCP connection silent for this many seconds (default: 60; "
                             "WebSocket connections are kept alive by pings)")
