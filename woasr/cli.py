@@ -167,14 +167,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
         host=args.host, tcp_port=args.tcp_port, min_chunk=args.min_chunk, idle_timeout=args.idle_timeout,
         workers=args.workers, settings=processor_settings(args), ws_port=args.ws_port,
         ws_max_frame=args.ws_max_frame, ws_ping_interval=args.ws_ping_interval, drain_timeout=args.drain_timeout,
+        metrics_port=args.metrics_port, metrics_log_interval=args.metrics_log_interval,
     )
     log.info(
         "configuration: host=%s tcp_port=%d ws_port=%d model=%s lang=%s backend=%s min_chunk=%g beam=%d "
         "encoder_window=%s device=%s compute_type=%s workers=%d idle_timeout=%gs ws_max_frame=%d "
-        "ws_ping_interval=%gs drain_timeout=%gs",
+        "ws_ping_interval=%gs drain_timeout=%gs metrics_port=%d metrics_log_interval=%gs",
         config.host, config.tcp_port, config.ws_port, choice.name, args.lang or "auto", args.backend,
         config.min_chunk, args.beam, args.encoder_window, args.device, args.compute_type, config.workers,
         config.idle_timeout, config.ws_max_frame, config.ws_ping_interval, config.drain_timeout,
+        config.metrics_port, config.metrics_log_interval,
     )
     try:
         asyncio.run(StreamingService(lambda: build_asr(args, workers=args.workers), config).serve_forever())
@@ -308,6 +310,12 @@ def build_parser() -> argparse.ArgumentParser:
                             "WebSocket connections are kept alive by pings)")
     serve.add_argument("--workers", type=int, default=1,
                        help="model calls that may run at once (default: 1)")
+    serve.add_argument("--metrics-port", type=int, default=0,
+                       help="Prometheus metrics are on GET /metrics of the WebSocket/HTTP port; this port "
+                            "serves them too, e.g. when only TCP runs (default: 0 = off)")
+    serve.add_argument("--metrics-log-interval", type=float, default=30.0,
+                       help="seconds between log lines with latency p50/p95 since the previous one "
+                            "(logger woasr.metrics; default: 30, 0 = off)")
     add_model_options(serve)
     add_processor_options(serve)
     serve.set_defaults(func=cmd_serve)

@@ -20,18 +20,22 @@ import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
+from wsgiref.simple_server import WSGIServer
 
+import prometheus_client
 import uvicorn
 
 from woasr.asr.faster_whisper_backend import FasterWhisperASR
 from woasr.core.processor import OnlineASRProcessor, ProcessorSettings
 from woasr.engine import LocalEngine
+from woasr.metrics import ServerMetrics
 from woasr.protocol.session import StreamSession
-from woasr.transports.runner import SessionRunner
+from woasr.transports.runner import Send, SessionRunner
 from woasr.transports.tcp import TCPServer
 from woasr.transports.web.app import create_app
 
 log = logging.getLogger(__name__)
+metrics_log = logging.getLogger("woasr.metrics")
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +53,10 @@ class ServerConfig:
     ws_ping_interval: float = 20.0
     drain_timeout: float = 10.0
     """On shutdown, seconds open sessions get to finish and send their last finals."""
+    metrics_port: int = 0
+    """Port of a separate Prometheus endpoint (for TCP-only servers); 0 disables it. GET /metrics always works."""
+    metrics_log_interval: float = 30.0
+    """Seconds between the ``woasr.metrics`` p50/p95 log lines; 0 disables them."""
 
 
 class _EmbeddedUvicorn(uvicorn.Server):
@@ -71,9 +79,10 @@ class StreamingService:
     def __init__(self, load_asr: Callable[[], FasterWhisperASR], config: ServerConfig) -> None:
         self.load_asr = load_asr
         self.config = config
-        self.engine = LocalEngine(config.workers)
+        self.engine = LocalEngine(lambda: self.asr, config.workers)
         self.asr: FasterWhisperASR | None = None
         self.draining = False
+        self.metrics = ServerMetrics()
         self._runners: set[SessionRunner] = set()
         self._loaded = asyncio.Event()
         self._ids = itertools.count(1)
@@ -112,14 +121,22 @@ class StreamingService:
     def active_sessions(self) -> int:
         return len(self._runners)
 
+    def new_runner(self, transport: str, send: Send) -> SessionRunner:
+        """A new session (id ``<transport>-N``) with its runner on the shared engine."""
+        session_id = self.next_session_id(transport)
+        return SessionRunner(session_id, self.new_session(), self.engine, send, self.metrics, transport)
+
     @contextlib.contextmanager
     def track_session(self, runner: SessionRunner) -> Iterator[None]:
-        """Count the session as active, and let a drain finish it."""
+        """Count the session as active (and in the metrics), and let a drain finish it."""
         self._runners.add(runner)
+        self.metrics.session_started(runner.transport)
         try:
             yield
         finally:
             self._runners.discard(runner)
+            self.metrics.session_ended(runner.transport)
+            self.metrics.forget_session(runner.session_id)
 
     async def drain(self, timeout: float, force: asyncio.Event) -> None:
         """Finish every open session; wait until they are done, ``timeout`` passes or ``force`` is set."""
@@ -162,7 +179,13 @@ class StreamingService:
         tcp: asyncio.Server | None = None
         web: _EmbeddedUvicorn | None = None
         serving: list[asyncio.Task[None]] = []
+        metrics_http: WSGIServer | None = None
+        logging_metrics: asyncio.Task[None] | None = None
         try:
+            if self.config.metrics_port > 0:
+                metrics_http = self._metrics_server()
+            if self.config.metrics_log_interval > 0:
+                logging_metrics = asyncio.create_task(self._log_metrics(), name="log-metrics")
             if self.config.tcp_port > 0:
                 tcp = await TCPServer(self, self.config.idle_timeout).start(self.config.host, self.config.tcp_port)
                 port = tcp.sockets[0].getsockname()[1]
@@ -185,10 +208,30 @@ class StreamingService:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
             loading.cancel()
+            if logging_metrics is not None:
+                logging_metrics.cancel()
+            if metrics_http is not None:
+                metrics_http.shutdown()
+                metrics_http.server_close()
             if web is not None:
                 web.should_exit = True
                 await asyncio.gather(*serving, return_exceptions=True)
             self.engine.close()
+
+    def _metrics_server(self) -> WSGIServer:
+        """prometheus_client's own HTTP server on a thread, for when no web port runs (or a separate one is wanted)."""
+        server, _thread = prometheus_client.start_http_server(
+            self.config.metrics_port, addr=self.config.host, registry=self.metrics.registry)
+        port = server.server_address[1]
+        log.info("metrics listening on %s:%d (Prometheus, GET /metrics)", self.config.host, port)
+        print(f"listening metrics http://{self.config.host}:{port}/metrics", flush=True)
+        return server
+
+    async def _log_metrics(self) -> None:
+        """Every ``metrics_log_interval`` seconds, one line of p50/p95 since the previous one."""
+        while True:
+            await asyncio.sleep(self.config.metrics_log_interval)
+            metrics_log.info("%s", self.metrics.summary())
 
     def _web_server(self) -> _EmbeddedUvicorn:
         config = uvicorn.Config(

@@ -12,7 +12,7 @@ import numpy.typing as npt
 from woasr.core.audio import SAMPLE_RATE, FloatAudio, to_float32
 from woasr.core.guards import GuardSettings, clean_segments, drop_unconfirmed_tail
 from woasr.core.hypothesis import HypothesisBuffer
-from woasr.core.records import Transcription, Update, Word, join_words
+from woasr.core.records import Transcription, TranscriptionRequest, Update, Word, join_words
 
 SENTENCE_ENDS = (".", "?", "!", "。", "？", "！")
 
@@ -56,6 +56,12 @@ class OnlineASRProcessor:
     The caller decides how often to call it (that is the "min chunk").
     :meth:`finish` commits what is left at the end of a stream.
 
+    The model call can also be made by someone else (an inference engine,
+    another thread or machine): :meth:`prepare` returns the
+    :class:`TranscriptionRequest` and :meth:`apply` takes its result;
+    :meth:`finish_request` and :meth:`apply_finish` do the same for
+    :meth:`finish`. ``process()`` is ``apply(asr.transcribe(prepare()))``.
+
     Memory and the cost of one update stay bounded however long the stream
     runs: the buffer never exceeds ``max_buffer_s`` (plus whatever was inserted
     since the last update) and only a short tail of committed text is kept.
@@ -85,6 +91,7 @@ class OnlineASRProcessor:
         self.hypothesis = HypothesisBuffer(self.settings.agreement)
         self._context: deque[Word] = deque(maxlen=64)
         self._segment_ends: list[float] = []
+        self._request_pad_s = 0.0
         self.detected_language: str | None = None
 
     @property
@@ -104,19 +111,31 @@ class OnlineASRProcessor:
 
     def process(self) -> Update:
         """Transcribe the buffer once; commit what the last hypotheses agree on."""
-        return self._process(pad_s=0.0)
-
-    def _process(self, pad_s: float) -> Update:
-        if not len(self.audio):
+        request = self.prepare()
+        if request is None:
             return Update(partial=self.hypothesis.partial)
+        return self.apply(self._transcribe(request))
+
+    def prepare(self, pad_s: float = 0.0) -> TranscriptionRequest | None:
+        """The model call for the current buffer (None when it is empty).
+
+        The buffer counts as processed from here on; the next call on this
+        processor must be :meth:`apply` with the request's result.
+        """
+        if not len(self.audio):
+            return None
         self.processed_until = self.received_until
-        offset = self.buffer_offset / SAMPLE_RATE
+        self._request_pad_s = pad_s
         audio = self.audio
         if pad_s > 0:
             audio = np.concatenate([audio, np.zeros(round(pad_s * SAMPLE_RATE), np.float32)])
-        result = self.asr.transcribe(audio, self.prompt(), self.language or self.detected_language)
-        if pad_s > 0:
-            result = result.clipped(self.buffer_s)
+        return TranscriptionRequest(audio, self.prompt(), self.language or self.detected_language, pad_s)
+
+    def apply(self, result: Transcription) -> Update:
+        """Take the result of the request :meth:`prepare` returned; commit what agrees."""
+        offset = self.buffer_offset / SAMPLE_RATE
+        if self._request_pad_s > 0:
+            result = result.clipped(self.buffer_s)  # nothing was said in the padding
         if self.language is None and result.language and self.buffer_s >= LANGUAGE_LOCK_S:
             self.detected_language = result.language
         self.hypothesis.insert([w.shifted(offset) for w in clean_segments(result.segments, self.settings.guards)])
@@ -132,14 +151,27 @@ class OnlineASRProcessor:
         Trailing improbable words (hallucinations in final silence) are
         dropped. More audio may follow: it continues the same timeline.
         """
-        committed: tuple[Word, ...] = ()
-        if self.received_until > self.processed_until:
-            committed = self._process(pad_s=self.settings.finish_pad_s).committed
+        request = self.finish_request()
+        return self.apply_finish(self._transcribe(request) if request is not None else None)
+
+    def finish_request(self) -> TranscriptionRequest | None:
+        """The model call :meth:`finish` needs: the unprocessed audio, with the end's silence
+        pad (None when everything received was already transcribed)."""
+        if self.received_until <= self.processed_until:
+            return None
+        return self.prepare(pad_s=self.settings.finish_pad_s)
+
+    def apply_finish(self, result: Transcription | None) -> Update:
+        """Finish with the result of :meth:`finish_request` (None if it returned None)."""
+        committed = self.apply(result).committed if result is not None else ()
         kept = drop_unconfirmed_tail(self.hypothesis.partial, self.settings.guards)
         committed += self._remember(self.hypothesis.commit_all(until=kept[-1].end if kept else -1.0))
         self.hypothesis.discard_pending()
         self._cut_buffer(self.received_until / SAMPLE_RATE)
         return Update(committed, ())
+
+    def _transcribe(self, request: TranscriptionRequest) -> Transcription:
+        return self.asr.transcribe(request.audio, request.prompt, request.language)
 
     def prompt(self) -> str:
         """Whisper's context: the caller's initial prompt, then the last committed text

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+import numpy.typing as npt
+
 
 @dataclass(frozen=True, slots=True)
 class Word:
@@ -94,3 +97,22 @@ class Update:
     @property
     def partial_text(self) -> str:
         return join_words(self.partial)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class TranscriptionRequest:
+    """One model call, self-contained: what a backend or an inference engine needs.
+
+    ``audio`` is 16 kHz mono float32, already padded with ``pad_s`` seconds of
+    silence when the processor asked for it; times in the result are relative
+    to its start.
+    """
+
+    audio: npt.NDArray[np.float32]
+    prompt: str
+    language: str | None
+    pad_s: float = 0.0
+
+    @property
+    def seconds(self) -> float:
+        return len(self.audio) / 16_000

@@ -1,15 +1,14 @@
 """One streaming session: the protocol every transport drives.
 
 The session is sans-I/O. A transport feeds it bytes with the time they
-arrived and asks it for work; the model call itself is the only step that
-may run elsewhere (a worker thread), and it touches nothing the transport
-touches meanwhile:
+arrived and asks it for work; the model call is made by an inference engine
+from a self-contained request, so it touches nothing of the session:
 
-    session.receive_audio(data, now)          # event-loop thread
+    session.receive_audio(data, now)
     if session.due():
-        job = session.start_update()           # moves received audio into the processor
-        update = await run_in_worker(job)      # the model call
-        events = session.complete_update(update, now)   # finals/partials to send
+        request = session.start_update()       # moves received audio into the processor
+        result = await engine.transcribe(request) if request else None   # the model call
+        events = session.complete_update(result.transcription if result else None, now)
 
 Audio that arrives while a job runs waits in the session's inbox, so under
 load each update covers more audio (the effective chunk grows) and nothing
@@ -20,14 +19,14 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from woasr.core.audio import SAMPLE_RATE, FloatAudio, pcm16le_to_float32
 from woasr.core.processor import OnlineASRProcessor
-from woasr.core.records import Update, Word
+from woasr.core.records import Transcription, TranscriptionRequest, Update, Word
 from woasr.protocol.commands import Close, Command, Configure, Flush
 from woasr.protocol.events import Configured, Error, Event, Final, Flushed, Partial, SessionOptions
 
@@ -45,6 +44,10 @@ class SessionStats:
     updates: int = 0
     latencies: list[float] = field(default_factory=list)
     """Committed word latency: emission time - arrival time of the audio holding its end."""
+    partial_latencies: list[float] = field(default_factory=list)
+    """Per non-empty partial sent: emission time - arrival time of the audio holding its end."""
+    last_chunk_s: float = 0.0
+    """Seconds of new audio the latest update covered (the effective chunk)."""
 
     def percentile_ms(self, q: float) -> float | None:
         return round(float(np.percentile(self.latencies, q)) * 1000) if self.latencies else None
@@ -181,9 +184,14 @@ class StreamSession:
             return False
         return self.pending_s >= self.min_chunk or self._flush_requested or (self.closed and not self._finished)
 
-    def start_update(self) -> Callable[[], Update]:
-        """Move received audio into the processor; return the model call to run."""
+    def start_update(self) -> TranscriptionRequest | None:
+        """Move received audio into the processor; return the model call the update needs.
+
+        None means no model call (nothing new to transcribe); either way the
+        update ends with :meth:`complete_update`.
+        """
         self._busy = True
+        self.stats.last_chunk_s = self.pending_s
         if self._inbox:
             self.processor.insert_audio(np.concatenate(self._inbox))
             self._inbox.clear()
@@ -192,11 +200,17 @@ class StreamSession:
         self._job_flushes = self._flush_requested
         self._flush_requested = False
         if self._job_finishes or self._job_flushes:
-            return self.processor.finish
-        return self.processor.process
+            return self.processor.finish_request()
+        return self.processor.prepare()
 
-    def complete_update(self, update: Update, now: float) -> list[Event]:
-        """Events for the result of a job started by :meth:`start_update`."""
+    def complete_update(self, result: Transcription | None, now: float) -> list[Event]:
+        """Events for the result of the request :meth:`start_update` returned (None for none)."""
+        if self._job_finishes or self._job_flushes:
+            update = self.processor.apply_finish(result)
+        elif result is not None:
+            update = self.processor.apply(result)
+        else:
+            update = Update(partial=self.processor.hypothesis.partial)
         self._busy = False
         self.stats.updates += 1
         events: list[Event] = []
@@ -206,7 +220,10 @@ class StreamSession:
             self.stats.committed_words += len(update.committed)
             self.stats.latencies += [now - self._arrival_of(w.end) for w in update.committed]
         if self.partials:
-            events += self._partial_if_changed(update.partial)
+            for partial in self._partial_if_changed(update.partial):
+                events.append(partial)
+                if partial.words:
+                    self.stats.partial_latencies.append(now - self._arrival_of(partial.words[-1].end, prune=False))
         if self._job_flushes:
             events.append(Flushed())
         if self._job_finishes:
@@ -216,7 +233,7 @@ class StreamSession:
                 self._carry = b""
         return events
 
-    def _partial_if_changed(self, words: tuple[Word, ...]) -> list[Event]:
+    def _partial_if_changed(self, words: tuple[Word, ...]) -> list[Partial]:
         """A partial, unless the client already shows exactly this one."""
         partial = Partial(words, self.processor.hypothesis.last_committed_end)
         key = (partial.text, partial.beg_ms)
@@ -230,11 +247,16 @@ class StreamSession:
         """Closed, and every received sample has been through the model."""
         return self._finished
 
-    def _arrival_of(self, seconds: float) -> float:
-        """Arrival time of the chunk that holds the sample at ``seconds``."""
+    def _arrival_of(self, seconds: float, prune: bool = True) -> float:
+        """Arrival time of the chunk that holds the sample at ``seconds``.
+
+        Committed words come in time order, so entries before one are pruned
+        (``prune``); partials, which may be revised backwards, do not prune.
+        """
         sample = round(seconds * SAMPLE_RATE)
         index = bisect.bisect_left(self._arrivals, (sample, float("-inf")))
         index = min(index, len(self._arrivals) - 1)
         arrived = self._arrivals[index][1]
-        del self._arrivals[: max(0, index - 1)]
+        if prune:
+            del self._arrivals[: max(0, index - 1)]
         return arrived

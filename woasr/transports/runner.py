@@ -11,7 +11,8 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from woasr.engine import LocalEngine
+from woasr.engine import InferenceEngine, InferenceResult
+from woasr.metrics import ServerMetrics
 from woasr.protocol.events import Event
 from woasr.protocol.session import StreamSession
 
@@ -23,11 +24,21 @@ Send = Callable[[list[Event]], Awaitable[None]]
 class SessionRunner:
     """Runs a session's updates as they fall due and sends every event, in order."""
 
-    def __init__(self, session_id: str, session: StreamSession, engine: LocalEngine, send: Send) -> None:
+    def __init__(
+        self,
+        session_id: str,
+        session: StreamSession,
+        engine: InferenceEngine,
+        send: Send,
+        metrics: ServerMetrics | None = None,
+        transport: str = "",
+    ) -> None:
         self.session_id = session_id
         self.session = session
         self.engine = engine
         self.send = send
+        self.metrics = metrics
+        self.transport = transport
         self.aborted = False
         self._outbox: list[Event] = []
         self._wake = asyncio.Event()
@@ -64,12 +75,27 @@ class SessionRunner:
             if session.finished:
                 return
             if session.due():
-                update = await self.engine.run(session.start_update())
+                request = session.start_update()
+                result = await self.engine.transcribe(request) if request is not None else None
                 if not self.aborted:
-                    self.post(session.complete_update(update, loop.time()))
+                    committed, partial = len(session.stats.latencies), len(session.stats.partial_latencies)
+                    self.post(session.complete_update(result.transcription if result else None, loop.time()))
+                    self._observe(result, committed, partial)
                 continue
             await self._wake.wait()
             self._wake.clear()
+
+
+    def _observe(self, result: InferenceResult | None, committed: int, partial: int) -> None:
+        """Report one completed update (and the latencies it added) to the metrics."""
+        if self.metrics is None:
+            return
+        stats, sid = self.session.stats, self.session_id
+        if result is not None:
+            self.metrics.observe_update(sid, result.queued_s, result.inference_s, stats.last_chunk_s)
+        self.metrics.observe_committed(sid, stats.latencies[committed:])
+        for latency in stats.partial_latencies[partial:]:
+            self.metrics.observe_partial(sid, latency)
 
 
 def log_session_start(session_id: str, peer: object, active: int) -> None:

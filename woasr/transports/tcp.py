@@ -12,7 +12,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from woasr.protocol.events import Error, Event, Final
-from woasr.transports.runner import SessionRunner, log_session_end, log_session_start
+from woasr.transports.runner import log_session_end, log_session_start
 
 if TYPE_CHECKING:
     from woasr.server import StreamingService
@@ -49,8 +49,6 @@ class TCPServer:
             writer.write(format_line(SHUTTING_DOWN) or b"")
             writer.close()
             return
-        sid = self.service.next_session_id("tcp")
-        session = self.service.new_session()
         loop = asyncio.get_running_loop()
         ending = "finished"
 
@@ -60,7 +58,8 @@ class TCPServer:
                 writer.write(b"".join(lines))
                 await writer.drain()
 
-        runner = SessionRunner(sid, session, self.service.engine, send)
+        runner = self.service.new_runner("tcp", send)
+        sid, session = runner.session_id, runner.session
 
         async def read_audio() -> None:
             nonlocal ending

@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, WebSocket
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from woasr import __version__
 from woasr.transports.web.transcriptions import transcription_router
@@ -44,6 +45,11 @@ def create_app(service: StreamingService) -> FastAPI:
         assert service.asr is not None
         return JSONResponse({"status": "ready", "model": service.asr.choice.name,
                              "active_sessions": service.active_sessions})
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        """Prometheus metrics: latency histograms, active and refused sessions (text exposition format)."""
+        return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.websocket("/")
     async def stream_root(websocket: WebSocket) -> None:

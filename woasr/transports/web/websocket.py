@@ -14,7 +14,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from woasr.protocol.events import Error, Event
 from woasr.protocol.messages import encode_event, parse_text, ready_message
-from woasr.transports.runner import SessionRunner, log_session_end, log_session_start
+from woasr.transports.runner import log_session_end, log_session_start
 
 if TYPE_CHECKING:
     from woasr.server import StreamingService
@@ -36,8 +36,6 @@ async def serve_websocket(websocket: WebSocket, service: StreamingService) -> No
         await websocket.send_text(encode_event(SHUTTING_DOWN))
         await _close_quietly(websocket, CLOSE_GOING_AWAY, "server shutting down")
         return
-    sid = service.next_session_id("ws")
-    session = service.new_session()
     loop = asyncio.get_running_loop()
     limit = service.config.ws_max_frame
     ending = "finished"
@@ -47,7 +45,8 @@ async def serve_websocket(websocket: WebSocket, service: StreamingService) -> No
         for event in events:
             await websocket.send_text(encode_event(event))
 
-    runner = SessionRunner(sid, session, service.engine, send)
+    runner = service.new_runner("ws", send)
+    sid, session = runner.session_id, runner.session
 
     async def read_messages() -> None:
         try:

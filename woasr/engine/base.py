@@ -1,0 +1,25 @@
+"""The inference engine interface: an async ``transcribe(request) -> result``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from woasr.core.records import Transcription, TranscriptionRequest
+
+
+@dataclass(frozen=True, slots=True)
+class InferenceResult:
+    """A transcription and what it cost: time waiting for a worker, time in the model."""
+
+    transcription: Transcription
+    queued_s: float
+    inference_s: float
+
+
+class InferenceEngine(Protocol):
+    """Runs model calls for many sessions on shared model capacity."""
+
+    async def transcribe(self, request: TranscriptionRequest) -> InferenceResult: ...
+
+    def close(self) -> None: ...
