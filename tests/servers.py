@@ -30,6 +30,10 @@ class ServerProcess:
     def __init__(self, args: list[str], env: dict[str, str] | None = None, command: list[str] | None = None):
         if command is None and "--ws-port" not in args:
             args = [*args, "--ws-port", "0"]  # tests that want WebSocket ask for a free port
+        if command is None and "--max-chunk" not in args and "--max-sessions" not in args:
+            # Measured-capacity admission would refuse some of the concurrent test clients on a
+            # loaded machine; the tests of admission set their own limits.
+            args = [*args, "--max-chunk", "1000"]
         self.command = (command or [*WOASR, "serve"]) + args
         self.env = {**os.environ, **(env or {})}
         self.proc: subprocess.Popen[str] | None = None

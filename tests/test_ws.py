@@ -309,3 +309,57 @@ def test_pings_keep_an_idle_connection_open_and_drop_a_dead_peer(manifest):
             assert time.monotonic() - began < 10
         time.sleep(0.3)
         assert "client closed the connection" in proc.text
+
+
+async def test_sessions_over_capacity_are_refused_on_every_transport(manifest):
+    """--max-sessions 1: a second session is refused clearly while the first one streams on."""
+    speech = pcm_of(manifest, JFK)
+    with ServerProcess(["--tcp-port", str(free_port()), "--ws-port", str(free_port()), "--max-sessions", "1",
+                        "--min-chunk", "0.5"]) as proc:
+        async with websockets.connect(proc.ws_url) as first:
+            await first.recv()
+            first_messages = asyncio.create_task(receive_all(first))
+            await send_paced(first, speech[: 30 * BLOCK], pace=0.02)
+            # WebSocket: an error event, then close 1013 "try again later".
+            async with websockets.connect(proc.ws_url) as second:
+                refused = await receive_all(second)
+            assert [m["code"] for m in refused] == ["capacity"] and "try again later" in refused[0]["message"]
+            assert second.close_code == 1013
+            # TCP: an ERROR line, then the server closes.
+            reader, writer = await asyncio.open_connection("127.0.0.1", proc.port)
+            line = (await asyncio.wait_for(reader.read(), 30)).decode()
+            writer.close()
+            assert line.startswith("ERROR capacity ") and line.count("\n") == 1
+            # HTTP: 503 with Retry-After.
+            async with httpx.AsyncClient() as client:
+                response = await client.post(proc.http_url + "/v1/audio/transcriptions",
+                                             files={"file": ("jfk.wav", open(manifest[JFK].path, "rb"))})
+            assert response.status_code == 503 and response.headers["retry-after"]
+            assert response.json()["error"]["code"] == "capacity"
+            # The admitted session was not disturbed.
+            await send_paced(first, speech[30 * BLOCK :], pace=0.02)
+            await first.send(json.dumps({"type": "close"}))
+            assert count_errors(manifest[JFK].reference, text_of(await first_messages)).rate < 0.2
+        metrics = httpx.get(proc.http_url + "/metrics").text
+        for transport in ("ws", "tcp", "http"):
+            assert f'woasr_refused_sessions_total{{reason="capacity",transport="{transport}"}} 1.0' in metrics
+        assert "refused a ws session" in proc.text
+
+
+async def test_capacity_is_estimated_from_measured_compute(manifest):
+    """No hard limit: after a few updates the measured compute says a second session would not fit."""
+    speech = pcm_of(manifest, JFK)
+    with ServerProcess(["--tcp-port", "0", "--ws-port", str(free_port()), "--max-chunk", "0.1",
+                        "--min-chunk", "0.5"]) as proc:
+        async with websockets.connect(proc.ws_url) as first:
+            await first.recv()
+            await send_paced(first, speech[: 40 * BLOCK], pace=0.05)  # several model calls measured
+            async with websockets.connect(proc.ws_url) as second:
+                refused = await receive_all(second)
+            assert refused[0]["code"] == "capacity" and "at capacity" in refused[0]["message"]
+            assert second.close_code == 1013
+            await first.send(json.dumps({"type": "close"}))
+            assert "fellow americans" in normalize_text(text_of(await receive_all(first)))
+        # Alone again, a session is admitted: one session is never refused by the estimate.
+        messages = await stream_session(proc.ws_url, speech[: 20 * BLOCK])
+        assert finals(messages)

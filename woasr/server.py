@@ -28,7 +28,9 @@ import uvicorn
 from woasr.asr.faster_whisper_backend import FasterWhisperASR
 from woasr.core.processor import OnlineASRProcessor, ProcessorSettings
 from woasr.engine import LocalEngine
+from woasr.engine.admission import Admission
 from woasr.metrics import ServerMetrics
+from woasr.protocol.events import Error
 from woasr.protocol.session import StreamSession
 from woasr.transports.runner import Send, SessionRunner
 from woasr.transports.tcp import TCPServer
@@ -53,6 +55,10 @@ class ServerConfig:
     ws_ping_interval: float = 20.0
     drain_timeout: float = 10.0
     """On shutdown, seconds open sessions get to finish and send their last finals."""
+    max_sessions: int = 0
+    """Hard limit of concurrent sessions; 0 = decided by measured capacity alone."""
+    max_chunk: float = 2.0
+    """Admission: refuse a session when updates would have to cover more audio than this."""
     metrics_port: int = 0
     """Port of a separate Prometheus endpoint (for TCP-only servers); 0 disables it. GET /metrics always works."""
     metrics_log_interval: float = 30.0
@@ -79,7 +85,9 @@ class StreamingService:
     def __init__(self, load_asr: Callable[[], FasterWhisperASR], config: ServerConfig) -> None:
         self.load_asr = load_asr
         self.config = config
-        self.engine = LocalEngine(lambda: self.asr, config.workers)
+        self.engine = LocalEngine(
+            lambda: self.asr, config.workers, Admission(config.workers, config.max_chunk, config.max_sessions)
+        )
         self.asr: FasterWhisperASR | None = None
         self.draining = False
         self.metrics = ServerMetrics()
@@ -120,6 +128,21 @@ class StreamingService:
     @property
     def active_sessions(self) -> int:
         return len(self._runners)
+
+    def refusal(self, transport: str) -> Error | None:
+        """Why a new session is refused now (shutting down, or at capacity), or None to admit it.
+
+        A refusal is counted in the metrics and logged; the transport tells the client.
+        """
+        if self.draining:
+            refusal = Error("shutting_down", "the server is shutting down; connect again later")
+        elif reason := self.engine.admission.refusal(self.active_sessions):
+            refusal = Error("capacity", f"{reason}; try again later")
+        else:
+            return None
+        self.metrics.session_refused(transport, refusal.code)
+        log.warning("refused a %s session: %s", transport, refusal.message)
+        return refusal
 
     def new_runner(self, transport: str, send: Send) -> SessionRunner:
         """A new session (id ``<transport>-N``) with its runner on the shared engine."""

@@ -20,6 +20,9 @@ class InferenceResult:
 class InferenceEngine(Protocol):
     """Runs model calls for many sessions on shared model capacity."""
 
-    async def transcribe(self, request: TranscriptionRequest) -> InferenceResult: ...
+    async def transcribe(self, request: TranscriptionRequest, *, since: float | None = None) -> InferenceResult:
+        """The model call. ``since``: when the oldest audio of the request arrived (event-loop
+        time), for engines that serve the longest-waiting audio first."""
+        ...
 
     def close(self) -> None: ...

@@ -1,8 +1,10 @@
-"""The local inference engine: this process's model, a bounded number of calls at once."""
+"""The local inference engine: this process's model, a fair queue, a bounded number of calls at once."""
 
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -10,28 +12,43 @@ from typing import TypeVar
 
 from woasr.core.processor import ASRBackend
 from woasr.core.records import TranscriptionRequest
+from woasr.engine.admission import Admission
 from woasr.engine.base import InferenceResult
 
 T = TypeVar("T")
 
 
 class LocalEngine:
-    """Runs model calls in a small thread pool shared by all sessions.
+    """Runs model calls for every session on one loaded model, ``workers`` at a time.
 
-    One loaded model serves every session; ``workers`` bounds how many
-    inference calls run at once (CTranslate2 releases the GIL while it
-    computes, so the event loop keeps moving bytes meanwhile). Calls wait
-    their turn first in, first out; a session has at most one call out at a
-    time, so sessions take turns.
+    Calls that find every worker busy wait in a queue ordered by ``since``:
+    the time the oldest audio of the call arrived (earliest deadline first,
+    all sessions having the same latency target). A session has at most one
+    call out (its runner awaits it), so a long stream cannot starve a short
+    one: whoever has waited longest for the model goes next. CTranslate2
+    releases the GIL while it computes, so the event loop keeps moving bytes.
     """
 
-    def __init__(self, asr: Callable[[], ASRBackend | None], workers: int = 1) -> None:
+    def __init__(
+        self, asr: Callable[[], ASRBackend | None], workers: int = 1, admission: Admission | None = None
+    ) -> None:
         self._asr = asr
         """The loaded model, once it is (the engine exists before the model is loaded)."""
         self.workers = workers
+        self.admission = admission or Admission(workers=workers)
+        """Fed the time of every streaming call; decides whether one more session fits."""
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="woasr-infer")
+        self._free = workers
+        self._waiting: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._order = itertools.count()
 
-    async def transcribe(self, request: TranscriptionRequest) -> InferenceResult:
+    @property
+    def queued(self) -> int:
+        """Calls waiting for a worker."""
+        return sum(not future.cancelled() for _, _, future in self._waiting)
+
+    async def transcribe(self, request: TranscriptionRequest, *, since: float | None = None) -> InferenceResult:
+        """Transcribe on a worker, after the calls whose audio waited longer (``since``, loop time)."""
         asr = self._asr()
         if asr is None:
             raise RuntimeError("transcribe() before the model is loaded")
@@ -42,11 +59,40 @@ class LocalEngine:
             transcription = asr.transcribe(request.audio, request.prompt, request.language)
             return InferenceResult(transcription, started - queued, time.perf_counter() - started)
 
-        return await self.run(call)
+        result = await self.run(call, since=since)
+        self.admission.observe(result.inference_s)
+        return result
 
-    async def run(self, job: Callable[[], T]) -> T:
-        """Any blocking job on the model's workers (e.g. a whole-file transcription)."""
-        return await asyncio.get_running_loop().run_in_executor(self._pool, job)
+    async def run(self, job: Callable[[], T], *, since: float | None = None) -> T:
+        """Any blocking job on the model's workers, in the same queue (e.g. a whole-file transcription)."""
+        loop = asyncio.get_running_loop()
+        await self._acquire(loop.time() if since is None else since)
+        try:
+            return await loop.run_in_executor(self._pool, job)
+        finally:
+            self._release()
+
+    async def _acquire(self, since: float) -> None:
+        if self._free > 0 and not self._waiting:
+            self._free -= 1
+            return
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiting, (since, next(self._order), turn))
+        try:
+            await turn
+        except asyncio.CancelledError:
+            if turn.done() and not turn.cancelled():
+                self._release()  # the worker was handed to us just as we left: pass it on
+            raise
+
+    def _release(self) -> None:
+        """Hand the worker to the next waiting call, or free it."""
+        while self._waiting:
+            _, _, turn = heapq.heappop(self._waiting)
+            if not turn.done():
+                turn.set_result(None)
+                return
+        self._free += 1
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -84,6 +84,10 @@ class StreamSession:
         self._finished = False
         self._job_finishes = False
         self._job_flushes = False
+        self._inbox_since: float | None = None
+        self.update_since: float | None = None
+        """Arrival time of the oldest audio of the running update (None: no new audio), so an
+        engine can serve the audio that has waited longest first."""
         self._last_partial = ("", 0)
         """(text, beg_ms) of the partial the client shows now."""
 
@@ -156,6 +160,8 @@ class StreamSession:
         usable = len(data) - len(data) % 2
         self._carry = data[usable:]
         if usable:
+            if not self._inbox:
+                self._inbox_since = now
             samples = pcm16le_to_float32(data[:usable])
             self._inbox.append(samples)
             self._inbox_samples += len(samples)
@@ -192,6 +198,7 @@ class StreamSession:
         """
         self._busy = True
         self.stats.last_chunk_s = self.pending_s
+        self.update_since, self._inbox_since = self._inbox_since, None
         if self._inbox:
             self.processor.insert_audio(np.concatenate(self._inbox))
             self._inbox.clear()

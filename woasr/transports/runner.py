@@ -76,7 +76,9 @@ class SessionRunner:
                 return
             if session.due():
                 request = session.start_update()
-                result = await self.engine.transcribe(request) if request is not None else None
+                result = None
+                if request is not None:
+                    result = await self.engine.transcribe(request, since=session.update_since)
                 if not self.aborted:
                     committed, partial = len(session.stats.latencies), len(session.stats.partial_latencies)
                     self.post(session.complete_update(result.transcription if result else None, loop.time()))

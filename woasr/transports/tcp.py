@@ -20,7 +20,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 READ_SIZE = 64 * 1024
-SHUTTING_DOWN = Error("shutting_down", "the server is shutting down; connect again later")
 
 
 def format_line(event: Event) -> bytes | None:
@@ -45,8 +44,8 @@ class TCPServer:
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
         await self.service.wait_ready()  # until then the client's audio waits in the socket
-        if self.service.draining:
-            writer.write(format_line(SHUTTING_DOWN) or b"")
+        if refusal := self.service.refusal("tcp"):
+            writer.write(format_line(refusal) or b"")
             writer.close()
             return
         loop = asyncio.get_running_loop()

@@ -280,6 +280,11 @@ def transcription_router(service: StreamingService) -> APIRouter:
                 await body.drain()
                 raise TranscriptionError(503, "the model is still loading; retry shortly", None, "model_not_ready",
                                          kind="server_error", headers={"Retry-After": str(RETRY_AFTER_S)})
+            if refusal := service.refusal("http"):
+                # At capacity a whole file would delay every live stream: refuse it the same way.
+                await body.drain()
+                raise TranscriptionError(503, refusal.message, None, refusal.code, kind="server_error",
+                                         headers={"Retry-After": str(RETRY_AFTER_S)})
             asr = service.asr
             assert asr is not None
             form = await _read_form(request, body)

@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
 CLOSE_TOO_BIG = 1009
-SHUTTING_DOWN = Error("shutting_down", "the server is shutting down; connect again later")
+CLOSE_TRY_AGAIN_LATER = 1013
 
 
 async def serve_websocket(websocket: WebSocket, service: StreamingService) -> None:
@@ -32,9 +32,12 @@ async def serve_websocket(websocket: WebSocket, service: StreamingService) -> No
     await websocket.accept()
     peer = f"{websocket.client.host}:{websocket.client.port}" if websocket.client else None
     asr = await service.wait_ready()
-    if service.draining:
-        await websocket.send_text(encode_event(SHUTTING_DOWN))
-        await _close_quietly(websocket, CLOSE_GOING_AWAY, "server shutting down")
+    if refusal := service.refusal("ws"):
+        await websocket.send_text(encode_event(refusal))
+        if refusal.code == "capacity":
+            await _close_quietly(websocket, CLOSE_TRY_AGAIN_LATER, "try again later")
+        else:
+            await _close_quietly(websocket, CLOSE_GOING_AWAY, "server shutting down")
         return
     loop = asyncio.get_running_loop()
     limit = service.config.ws_max_frame

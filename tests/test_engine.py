@@ -1,0 +1,196 @@
+"""The local inference engine and the session runner with deterministic fake backends.
+
+No model and no sockets: fake backends that take a fixed time, real asyncio and
+real worker threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import numpy as np
+
+from woasr.core.processor import OnlineASRProcessor
+from woasr.core.records import Transcription, TranscriptionRequest
+from woasr.engine import LocalEngine
+from woasr.protocol.session import StreamSession
+from woasr.transports.runner import SessionRunner
+
+from tests.fakes import ScriptedASR, clock_audio, words_at
+
+
+class SlowASR:
+    """Takes ``delay`` seconds per call; records who called when, and how many ran at once."""
+
+    def __init__(self, inner=None, delay: float = 0.05) -> None:
+        self.inner = inner
+        self.delay = delay
+        self.calls: list[str] = []
+        self.running: dict[str, int] = {}
+        self.max_running: dict[str, int] = {}
+        self.max_total = 0
+        self._lock = threading.Lock()
+
+    def transcribe(self, audio, prompt: str, language: str | None) -> Transcription:
+        tag = language or ""
+        with self._lock:
+            self.calls.append(tag)
+            self.running[tag] = self.running.get(tag, 0) + 1
+            self.max_running[tag] = max(self.max_running.get(tag, 0), self.running[tag])
+            self.max_total = max(self.max_total, sum(self.running.values()))
+        time.sleep(self.delay)
+        with self._lock:
+            self.running[tag] -= 1
+        return self.inner.transcribe(audio, prompt, None) if self.inner else Transcription(())
+
+
+def request(tag: str) -> TranscriptionRequest:
+    return TranscriptionRequest(np.zeros(1600, np.float32), "", tag)
+
+
+async def test_waiting_calls_run_oldest_audio_first():
+    asr = SlowASR(delay=0.05)
+    engine = LocalEngine(lambda: asr, workers=1)
+    busy = asyncio.create_task(engine.transcribe(request("first")))
+    await asyncio.sleep(0.01)  # the worker is busy: the next three wait
+    waiting = [asyncio.create_task(engine.transcribe(request(tag), since=since))
+               for tag, since in (("newest", 3.0), ("oldest", 1.0), ("middle", 2.0))]
+    await asyncio.sleep(0.01)
+    assert engine.queued == 3
+    await asyncio.gather(busy, *waiting)
+    assert asr.calls == ["first", "oldest", "middle", "newest"]
+    engine.close()
+
+
+async def test_results_carry_queue_wait_and_inference_time():
+    asr = SlowASR(delay=0.05)
+    engine = LocalEngine(lambda: asr, workers=1)
+    first, second = await asyncio.gather(engine.transcribe(request("a")), engine.transcribe(request("b")))
+    assert first.queued_s < 0.03 <= 0.04 <= first.inference_s
+    assert second.queued_s >= 0.04  # it waited for the first call
+    engine.close()
+
+
+async def test_a_cancelled_waiter_gives_its_turn_away():
+    asr = SlowASR(delay=0.05)
+    engine = LocalEngine(lambda: asr, workers=1)
+    busy = asyncio.create_task(engine.transcribe(request("busy")))
+    await asyncio.sleep(0.01)
+    gone = asyncio.create_task(engine.transcribe(request("gone"), since=0.0))
+    kept = asyncio.create_task(engine.transcribe(request("kept"), since=1.0))
+    await asyncio.sleep(0.01)
+    gone.cancel()
+    await asyncio.gather(busy, kept)
+    assert asr.calls == ["busy", "kept"] and engine.queued == 0
+    engine.close()
+
+
+SCRIPT = words_at(" ".join(f"w{i}" for i in range(200)), step=0.3)
+
+
+class Feeder:
+    """A real-time client: 100 ms blocks of self-clocking audio, every ``period`` seconds."""
+
+    def __init__(self, runner: SessionRunner, period: float = 0.05) -> None:
+        self.runner, self.period = runner, period
+
+    async def feed(self, seconds: float, start: float = 0.0) -> None:
+        loop = asyncio.get_running_loop()
+        for t in np.arange(start, start + seconds, 0.1):
+            data = (clock_audio(t, t + 0.1) * 32767).astype("<i2").tobytes()
+            self.runner.post(self.runner.session.receive_audio(data, loop.time()))
+            self.runner.wake()
+            await asyncio.sleep(self.period)
+
+
+def new_runner(engine: LocalEngine, asr: SlowASR, tag: str, min_chunk: float = 0.3) -> SessionRunner:
+    processor = OnlineASRProcessor(asr, tag)
+    async def send(events) -> None:
+        pass
+    return SessionRunner(tag, StreamSession(processor, min_chunk), engine, send)
+
+
+async def test_one_call_in_flight_per_session_and_no_session_starves():
+    asr = SlowASR(ScriptedASR(SCRIPT), delay=0.04)
+    engine = LocalEngine(lambda: asr, workers=1)
+    runners = [new_runner(engine, asr, tag) for tag in ("long", "s1", "s2")]
+    running = [asyncio.create_task(r.run()) for r in runners]
+    long_feed = asyncio.create_task(Feeder(runners[0], period=0.01).feed(20.0))  # 10x real time
+    await asyncio.gather(Feeder(runners[1]).feed(1.5), Feeder(runners[2]).feed(1.5))
+    for runner in runners[1:]:
+        runner.finish()
+    await asyncio.wait_for(asyncio.gather(*running[1:]), 10)  # the short ones finish despite the long one
+    long_feed.cancel()
+    runners[0].finish()
+    await asyncio.wait_for(running[0], 30)
+    assert all(count == 1 for count in asr.max_running.values()), asr.max_running
+    assert asr.max_total == 1
+    assert all(r.session.finished for r in runners)
+    # Turns alternate: while the short sessions streamed, the long one never ran twice in a row
+    # while another had audio waiting long enough.
+    short_calls = [i for i, tag in enumerate(asr.calls) if tag != "long"]
+    assert short_calls and max(short_calls) < len(asr.calls) - 1
+    engine.close()
+
+
+async def test_effective_chunk_grows_with_load_and_shrinks_back():
+    asr = SlowASR(ScriptedASR(SCRIPT), delay=0.06)
+    engine = LocalEngine(lambda: asr, workers=1)
+    runners = [new_runner(engine, asr, f"s{i}", min_chunk=0.2) for i in range(5)]
+    running = [asyncio.create_task(r.run()) for r in runners]
+    chunks: dict[str, list[float]] = {r.session_id: [] for r in runners}
+
+    def watch(runner: SessionRunner) -> None:
+        session, updates = runner.session, runner.session.stats.updates
+        if updates and (not chunks[runner.session_id] or updates != len(chunks[runner.session_id])):
+            chunks[runner.session_id].append(session.stats.last_chunk_s)
+
+    async def sample() -> None:
+        while True:
+            for r in runners:
+                watch(r)
+            await asyncio.sleep(0.005)
+
+    sampler = asyncio.create_task(sample())
+    # Alone: about min_chunk per update (100 ms blocks every 50 ms: 2x real time).
+    await Feeder(runners[0]).feed(2.0)
+    alone = list(chunks["s0"])
+    # Five at once: each waits for the others' calls, its audio piles up meanwhile.
+    await asyncio.gather(*(Feeder(r).feed(3.0, start=2.0 if r is runners[0] else 0.0) for r in runners))
+    loaded = chunks["s0"][len(alone):]
+    for r in runners[1:]:
+        r.finish()
+    await asyncio.gather(*running[1:])
+    # Alone again: back to small chunks.
+    mark = len(chunks["s0"])
+    await Feeder(runners[0]).feed(2.0, start=5.0)
+    after = chunks["s0"][mark + 1 :]
+    sampler.cancel()
+    runners[0].finish()
+    await running[0]
+    engine.close()
+    assert np.median(alone) <= 0.35
+    assert np.median(loaded) >= 2 * np.median(alone), (alone, loaded)
+    assert np.median(after) <= 0.35, after
+    assert runners[0].session.stats.audio_s == 7.0  # nothing dropped
+
+
+def test_admission_follows_measured_compute_and_the_hard_limit():
+    from woasr.engine.admission import Admission
+
+    admission = Admission(workers=1, max_chunk=2.0)
+    assert admission.refusal(active=10) is None  # nothing measured yet: admit
+    for _ in range(50):
+        admission.observe(0.5)  # half a second of compute per update
+    assert admission.capacity == 4
+    assert admission.refusal(active=3) is None  # 4 x 0.5 s = 2 s of audio per update: fits
+    assert "capacity" in admission.refusal(active=4)  # 5 x 0.5 s = 2.5 s: refused
+    assert admission.refusal(active=0) is None  # a lone session is always admitted
+    for _ in range(100):
+        admission.observe(0.1)  # load fell (short buffers, say): room again
+    assert admission.refusal(active=4) is None and admission.capacity in (19, 20)
+    assert Admission(workers=2, max_chunk=2.0, compute_per_update=0.5).capacity == 8
+    limited = Admission(max_sessions=2)
+    assert limited.refusal(active=1) is None and "limit of 2" in limited.refusal(active=2)

@@ -1,0 +1,60 @@
+"""Admission control: refuse a session the engine cannot carry, instead of slowing everyone.
+
+With one-in-flight-per-session scheduling, N sessions on W workers each wait
+for about N / W model calls between their own, and their audio piles up
+meanwhile: the effective chunk is about ``N * compute_per_update / W``. A
+session is admitted while that estimate, with it counted, stays within
+``max_chunk``; compute per update is measured (a moving average of recent
+calls). Until anything is measured, sessions are admitted. ``max_sessions``
+is a hard limit on top (0: none).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(slots=True)
+class Admission:
+    """Decides whether one more session fits (sans-I/O: fed measurements, asked questions)."""
+
+    workers: int = 1
+    max_chunk: float = 2.0
+    """Seconds of audio per update the server may grow to under load."""
+    max_sessions: int = 0
+    """Hard limit of concurrent sessions; 0 = only the estimate decides."""
+    smoothing: float = 0.1
+    compute_per_update: float | None = None
+    """Moving average of the seconds one model call takes (None until measured)."""
+
+    def observe(self, inference_s: float) -> None:
+        """One model call took this long."""
+        if self.compute_per_update is None:
+            self.compute_per_update = inference_s
+        else:
+            self.compute_per_update += self.smoothing * (inference_s - self.compute_per_update)
+
+    def expected_chunk(self, sessions: int) -> float | None:
+        """The effective chunk ``sessions`` concurrent streams would see (None: not measured yet)."""
+        if self.compute_per_update is None:
+            return None
+        return sessions * self.compute_per_update / self.workers
+
+    @property
+    def capacity(self) -> int | None:
+        """Sessions the server carries within ``max_chunk`` (and ``max_sessions``), as measured now."""
+        limit = self.max_sessions or None
+        if self.compute_per_update:
+            estimate = max(1, int(self.max_chunk * self.workers / self.compute_per_update))
+            limit = min(limit, estimate) if limit else estimate
+        return limit
+
+    def refusal(self, active: int) -> str | None:
+        """Why one more session beside ``active`` ones is refused, or None to admit it."""
+        if self.max_sessions and active >= self.max_sessions:
+            return f"the server is at its limit of {self.max_sessions} concurrent sessions"
+        expected = self.expected_chunk(active + 1)
+        if active and expected is not None and expected > self.max_chunk:
+            return (f"the server is at capacity: {active} sessions, each update would wait for "
+                    f"{expected:.1f} s of audio (limit {self.max_chunk:g} s)")
+        return None
