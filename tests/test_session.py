@@ -68,6 +68,16 @@ def test_finals_have_contiguous_seq_and_increasing_times():
     assert all(a.end_ms <= b.beg_ms for a, b in zip(finals, finals[1:]))
 
 
+def test_a_final_carries_the_lag_of_its_last_word():
+    session = new_session()
+    session.receive_audio(pcm(0, 1.0), now=10.0)  # one chunk: all its words arrived at 10.0
+    assert step(session, now=10.2) == []  # a first hypothesis commits nothing
+    session.receive_audio(pcm(1.0, 2.0), now=11.0)
+    final, = [e for e in step(session, now=11.3) if isinstance(e, Final)]
+    assert final.words[-1].end <= 1.0 and abs(final.lag_s - 1.3) < 1e-9
+    assert session.stats.latencies[-1] == final.lag_s
+
+
 def test_flush_commits_everything_then_says_flushed():
     session = new_session()
     events = drive(session, [pcm(0, 1.2)])

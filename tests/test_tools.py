@@ -1,15 +1,24 @@
-"""The measuring tools end to end: `woasr simulate`, `woasr eval` and `woasr bench` write what they promise."""
+"""The measuring tools end to end: `woasr simulate`, `woasr eval` and `woasr bench` write what they promise.
+
+Plus, without a model, how the bench tells a refusal over capacity from an error.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
+import time
 
 import pytest
+from websockets.asyncio.server import serve
+
+from woasr.clients.tcp_client import TcpConnection
+from woasr.clients.ws_client import WsConnection
+from woasr.core.audio import SAMPLE_RATE
+from woasr.tools.bench import ClientResult, Playlist, ServerUnderTest, Timings, is_refusal, run_client, settle
 
 from tests.servers import ROOT, WOASR
-
-pytestmark = pytest.mark.model
 
 
 def run(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
@@ -18,6 +27,7 @@ def run(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     return result
 
 
+@pytest.mark.model
 def test_simulate_prints_the_ufal_line_format_and_json(audio_dir):
     clip = str(ROOT / "examples" / "jfk_inaugural_1961.wav")
     lines = run("simulate", clip, "--min-chunk", "1.0").stdout.splitlines()
@@ -28,6 +38,7 @@ def test_simulate_prints_the_ufal_line_format_and_json(audio_dir):
     assert events[-1]["final"] and {"emission_ms", "compute_ms", "committed", "partial"} <= set(events[0])
 
 
+@pytest.mark.model
 def test_eval_writes_the_documented_keys(audio_dir, tmp_path):
     out = tmp_path / "eval.json"
     table = run("eval", "--manifest", str(audio_dir / "manifest.tsv"), "--glob", "en/ljspeech_LJ001-000[12].wav",
@@ -41,18 +52,23 @@ def test_eval_writes_the_documented_keys(audio_dir, tmp_path):
     assert "| tiny.en |" in table
 
 
+@pytest.mark.model
 def test_bench_runs_concurrent_tcp_streams(audio_dir, tmp_path):
-    out = tmp_path / "bench.json"
+    out, png = tmp_path / "bench.json", tmp_path / "bench.png"
     run("bench", "--manifest", str(audio_dir / "manifest.tsv"), "--streams", "1,2", "--seconds", "6",
-        "--json", str(out))
+        "--json", str(out), "--plot", str(png))
     report = json.loads(out.read_text())
     assert [r["streams"] for r in report["runs"]] == [1, 2]
     for r in report["runs"]:
-        assert {"latency_ms", "partial_latency_ms", "wer", "refused", "cpu_percent", "rss_mb"} <= set(r)
-        assert r["refused"] == 0 and r["wer"] < 0.3 and r["latency_ms"]["p50"] > 0
-    assert "max_streams_p95_under_2s" in report
+        assert {"latency_ms", "partial_latency_ms", "wer", "refused", "admitted", "cpu_percent", "rss_mb"} <= set(r)
+        assert r["refused"] == 0 and r["admitted"] == r["streams"]
+        assert r["wer"] < 0.3 and r["latency_ms"]["p50"] > 0
+    assert "max_streams_p95_under_2s" in report and report["model"] == "tiny.en"
+    image = png.read_bytes()
+    assert image.startswith(b"\x89PNG\r\n\x1a\n") and len(image) > 10_000
 
 
+@pytest.mark.model
 def test_bench_runs_websocket_streams_with_partials(audio_dir, tmp_path):
     out = tmp_path / "bench.json"
     table = run("bench", "--manifest", str(audio_dir / "manifest.tsv"), "--transport", "ws", "--partials",
@@ -68,3 +84,89 @@ def test_bench_runs_websocket_streams_with_partials(audio_dir, tmp_path):
         assert r["latency_ms"]["p50"] > 0
         assert isinstance(r["partial_latency_ms"]["p50"], float) and r["partial_latency_ms"]["p50"] > 0
     assert "| 2 |" in table
+
+
+async def tcp_client_reading(data: bytes) -> tuple[ClientResult, Timings]:
+    """What a bench client makes of ``data`` from a TCP server, parsed by the TCP transport."""
+    result = ClientResult()
+    timings = Timings(result)
+    timings.sent(SAMPLE_RATE * 2)  # 1 s of audio went out
+    reader = asyncio.StreamReader()
+    reader.feed_data(data)
+    reader.feed_eof()
+    await TcpConnection(reader, None, timings).receive()  # type: ignore[arg-type]  # receive never writes
+    return result, timings
+
+
+async def test_bench_counts_a_tcp_capacity_error_before_any_final_as_refused():
+    result, timings = await tcp_client_reading(b"ERROR capacity 4 sessions open, the limit\n")
+    assert result.refused and result.error is None and timings.refusal.is_set()
+    assert settle(result, "the server closed the connection").error is None  # the close that follows is no error
+
+    late, timings = await tcp_client_reading(b"0 900 Hello.\nERROR capacity full\n")
+    assert not late.refused and late.error == "capacity full" and not timings.refusal.is_set()
+    other, _ = await tcp_client_reading(b"ERROR internal boom\n")
+    assert not other.refused and other.error == "internal boom"
+
+
+async def test_bench_counts_a_websocket_capacity_error_or_close_1013_as_refused():
+    result = ClientResult()
+    timings = Timings(result)
+    WsConnection(None, timings)._dispatch(  # type: ignore[arg-type]  # dispatching never touches the socket
+        json.dumps({"type": "error", "code": "capacity", "message": "4 sessions open, the limit"}))
+    assert result.refused and result.error is None and timings.refusal.is_set()
+
+    closed = settle(ClientResult(), "the server closed with 1013 try again later", close_code=1013)
+    assert closed.refused and closed.error is None
+    late = settle(ClientResult(latencies=[0.4], text=["Hello."]), "the server closed with 1013", close_code=1013)
+    assert not late.refused and late.error == "the server closed with 1013"
+    finished = settle(ClientResult(latencies=[0.4], text=["Hello."]), close_code=1000)
+    assert not finished.refused and finished.error is None
+    assert is_refusal(error_code="capacity") and is_refusal(close_code=1013)
+    assert not is_refusal(error_code="internal") and not is_refusal(close_code=1011)
+
+
+SILENCE = Playlist(bytes(5 * SAMPLE_RATE * 2), "", "en")
+"""5 s of audio: a client that streamed it all took 5 s."""
+
+
+async def test_a_refused_tcp_bench_client_stops_at_once_without_retrying():
+    connections = 0
+
+    async def refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        writer.write(b"ERROR capacity 1 session open, the limit\n")  # and keep the connection open
+        await writer.drain()
+        await reader.read()
+        writer.close()
+
+    server = await asyncio.start_server(refuse, "127.0.0.1", 0)
+    async with server:
+        port = server.sockets[0].getsockname()[1]
+        with ServerUnderTest(f"tcp://127.0.0.1:{port}", []) as target:
+            started = time.monotonic()
+            result = await run_client(target, SILENCE)
+    assert result.refused and result.error is None and not result.text
+    assert time.monotonic() - started < 1.0 and connections == 1
+
+
+@pytest.mark.parametrize("send_error", [True, False], ids=["error-and-1013", "1013-only"])
+async def test_a_refused_websocket_bench_client_stops_at_once_without_retrying(send_error):
+    connections = 0
+
+    async def refuse(ws) -> None:
+        nonlocal connections
+        connections += 1
+        if send_error:
+            await ws.send(json.dumps({"type": "error", "code": "capacity", "message": "1 session open"}))
+        await ws.close(1013, "try again later")
+
+    async with serve(refuse, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        # Entered in a thread: it asks the server's /readyz for the model, and the server runs on this loop.
+        target = await asyncio.to_thread(ServerUnderTest(f"ws://127.0.0.1:{port}/", [], partials=True).__enter__)
+        started = time.monotonic()
+        result = await run_client(target, SILENCE)
+    assert result.refused and result.error is None and not result.text
+    assert time.monotonic() - started < 1.0 and connections == 1

@@ -129,6 +129,7 @@ async def test_extensions_seq_words_config_partials(server, manifest):
         assert final["beg_ms"] == words[0]["beg_ms"] and final["end_ms"] == words[-1]["end_ms"]
         assert all(final["beg_ms"] <= w["beg_ms"] <= w["end_ms"] <= final["end_ms"] for w in words)
         assert all(0 <= w["probability"] <= 1 for w in words)
+        assert isinstance(final["lag_ms"], int) and 0 <= final["lag_ms"] < 30_000
     partials = [m for m in messages if m["type"] == "partial"]
     assert len(partials) >= 3 and any(p["text"] for p in partials)
     assert partials[-1]["text"] == ""  # the end clears the display

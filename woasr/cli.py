@@ -167,14 +167,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
         host=args.host, tcp_port=args.tcp_port, min_chunk=args.min_chunk, idle_timeout=args.idle_timeout,
         workers=args.workers, settings=processor_settings(args), ws_port=args.ws_port,
         ws_max_frame=args.ws_max_frame, ws_ping_interval=args.ws_ping_interval, drain_timeout=args.drain_timeout,
+        max_sessions=args.max_sessions, max_chunk=args.max_chunk,
         metrics_port=args.metrics_port, metrics_log_interval=args.metrics_log_interval,
     )
     log.info(
         "configuration: host=%s tcp_port=%d ws_port=%d model=%s lang=%s backend=%s min_chunk=%g beam=%d "
-        "encoder_window=%s device=%s compute_type=%s workers=%d idle_timeout=%gs ws_max_frame=%d "
+        "encoder_window=%s device=%s compute_type=%s workers=%d max_sessions=%d max_chunk=%gs "
+        "idle_timeout=%gs ws_max_frame=%d "
         "ws_ping_interval=%gs drain_timeout=%gs metrics_port=%d metrics_log_interval=%gs",
         config.host, config.tcp_port, config.ws_port, choice.name, args.lang or "auto", args.backend,
         config.min_chunk, args.beam, args.encoder_window, args.device, args.compute_type, config.workers,
+        config.max_sessions, config.max_chunk,
         config.idle_timeout, config.ws_max_frame, config.ws_ping_interval, config.drain_timeout,
         config.metrics_port, config.metrics_log_interval,
     )
@@ -249,7 +252,7 @@ def cmd_client(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from woasr.tools.bench import bench, markdown_table
+    from woasr.tools.bench import bench, markdown_table, plot
     from woasr.tools.evaluate import read_manifest, write_report
 
     rows = read_manifest(args.manifest, args.glob)
@@ -257,9 +260,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
         log.error("no manifest rows match %r", args.glob)
         return 2
     counts = [int(n) for n in args.streams.split(",")]
+    if args.plot:
+        import matplotlib  # noqa: F401 -- missing: fail now, not after the whole bench
     report = bench(rows, counts, args.seconds, args.url, args.serve_args.split(), transport=args.transport,
                    partials=args.partials)
     write_report(report, args.json)
+    if args.plot:
+        plot(report, args.plot)
     print(markdown_table(report))
     return 0
 
@@ -310,6 +317,12 @@ def build_parser() -> argparse.ArgumentParser:
                             "WebSocket connections are kept alive by pings)")
     serve.add_argument("--workers", type=int, default=1,
                        help="model calls that may run at once (default: 1)")
+    serve.add_argument("--max-sessions", type=int, default=0,
+                       help="refuse sessions beyond this many (default: 0 = decided by measured capacity)")
+    serve.add_argument("--max-chunk", type=float, default=2.0,
+                       help="admission: refuse a new session when, with it, each update would wait for more "
+                            "than this many seconds of audio (measured compute per update x sessions / "
+                            "workers; default: 2.0)")
     serve.add_argument("--metrics-port", type=int, default=0,
                        help="Prometheus metrics are on GET /metrics of the WebSocket/HTTP port; this port "
                             "serves them too, e.g. when only TCP runs (default: 0 = off)")
@@ -340,7 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     client.set_defaults(func=cmd_client)
 
     be = sub.add_parser("bench", help="latency and WER of N concurrent real-time streams against a server")
-    be.add_argument("--streams", default="1,2,4", help="comma-separated stream counts (default: 1,2,4)")
+    be.add_argument("--streams", default="1,2,4,6,8", help="comma-separated stream counts (default: 1,2,4,6,8)")
     be.add_argument("--manifest", required=True)
     be.add_argument("--glob", default="en/*", help="clips to stream (default: en/*)")
     be.add_argument("--seconds", type=float, default=30.0, help="audio per stream, clips joined (default: 30)")
@@ -352,7 +365,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="WebSocket clients ask for partials and their latency is measured")
     be.add_argument("--serve-args", default="--min-chunk 0.5",
                     help="arguments for the started server (default: '--min-chunk 0.5')")
-    be.add_argument("--json", default=None, metavar="OUT")
+    be.add_argument("--json", default=None, metavar="OUT", help="write the JSON report here")
+    be.add_argument("--plot", default=None, metavar="OUT.png",
+                    help="write a PNG of committed (and partial) latency against the stream count here")
     be.set_defaults(func=cmd_bench)
 
     mo = sub.add_parser("models", help="list, locate or prepare the offline models")

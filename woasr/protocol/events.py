@@ -9,10 +9,15 @@ from woasr.core.records import Word, join_words
 
 @dataclass(frozen=True, slots=True)
 class Final:
-    """Committed words: never revised. ``seq`` counts finals of a session from 0."""
+    """Committed words: never revised. ``seq`` counts finals of a session from 0.
+
+    ``lag_s`` is the session's current lag: emission time minus the arrival of
+    the audio holding the last word's end (None where no clock was given).
+    """
 
     seq: int
     words: tuple[Word, ...]
+    lag_s: float | None = None
 
     @property
     def text(self) -> str:

@@ -72,6 +72,7 @@ def encode_event(event: Event) -> str:
                  "probability": round(w.probability, 3)}
                 for w in event.words
             ],
+            **({"lag_ms": round(event.lag_s * 1000)} if event.lag_s is not None else {}),
         })
     if isinstance(event, Partial):
         return _dump({"type": "partial", "text": event.text, "beg_ms": event.beg_ms, "end_ms": event.end_ms})

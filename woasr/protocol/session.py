@@ -222,10 +222,11 @@ class StreamSession:
         self.stats.updates += 1
         events: list[Event] = []
         if update.committed:
-            events.append(Final(self._seq, update.committed))
+            latencies = [now - self._arrival_of(w.end) for w in update.committed]
+            events.append(Final(self._seq, update.committed, lag_s=latencies[-1]))
             self._seq += 1
             self.stats.committed_words += len(update.committed)
-            self.stats.latencies += [now - self._arrival_of(w.end) for w in update.committed]
+            self.stats.latencies += latencies
         if self.partials:
             for partial in self._partial_if_changed(update.partial):
                 events.append(partial)

@@ -9,6 +9,12 @@ connection each and no reconnect. WebSocket clients keep to the seed contract
 (binary frames, ``{"type":"close"}`` at the end); with ``partials`` they first
 send ``{"type":"config","partials":true}``.
 
+A client the server refuses over capacity (WebSocket: an ``error`` message
+with code ``capacity`` and/or a close with 1013; TCP: an ``ERROR capacity``
+line; either before any final) ends at once, without a retry, and counts as
+refused: not an error, and left out of WER. A run with any refusal does not
+qualify for ``max_streams_p95_under_2s``.
+
 Committed latency is measured per final (TCP: per line), at the client:
 receive time minus the send time of the audio block holding the final's
 ``end_ms``. (The last word of a line waits least; ``woasr eval`` measures
@@ -25,25 +31,30 @@ from __future__ import annotations
 import asyncio
 import bisect
 import itertools
+import json
 import logging
 import os
 import re
 import socket
 import subprocess
 import sys
+import textwrap
 import threading
+import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import psutil
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+from websockets.exceptions import ConnectionClosed
 
 from woasr.audio_io import load_audio
 from woasr.clients.reconnect import Listener, Transport
 from woasr.clients.sources import paced_blocks, to_pcm16
 from woasr.clients.tcp_client import TcpTransport
-from woasr.clients.ws_client import WsTransport
+from woasr.clients.ws_client import WsConnection, WsTransport
 from woasr.core.audio import SAMPLE_RATE
 from woasr.tools.evaluate import ManifestRow, percentiles_ms
 from woasr.tools.textnorm import ErrorCount, count_errors
@@ -52,6 +63,11 @@ log = logging.getLogger(__name__)
 
 BLOCK_S = 0.1
 GAP_S = 0.5
+TARGET_P95_MS = 2000
+REFUSAL_CODE = "capacity"
+"""The ``error`` code (WebSocket message, TCP ``ERROR`` line) of a session refused over capacity."""
+CLOSE_TRY_AGAIN_LATER = 1013
+"""The WebSocket close code of a session refused over capacity."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +105,34 @@ class ClientResult:
     partial_latencies: list[float] = field(default_factory=list)
     text: list[str] = field(default_factory=list)
     refused: bool = False
+    """The server refused the session over capacity, before any final."""
     error: str | None = None
+    """Why the client failed; None when it finished or was refused."""
+
+
+def is_refusal(error_code: str | None = None, close_code: int | None = None, finals: int = 0) -> bool:
+    """Whether what a client got is the server refusing its session over capacity.
+
+    ``error_code`` is the code of an ``error`` message (TCP: of an ``ERROR``
+    line), ``close_code`` the WebSocket close code received, ``finals`` how
+    many finals had arrived before: only a session that got none was refused.
+    """
+    return finals == 0 and ((error_code or "").strip() == REFUSAL_CODE or close_code == CLOSE_TRY_AGAIN_LATER)
+
+
+def settle(result: ClientResult, failure: str | None = None, close_code: int | None = None) -> ClientResult:
+    """How a client ended: refused (a capacity error or close before any final: no error), failed, or fine.
+
+    ``failure`` is why its connection broke, if it did; ``close_code`` the
+    WebSocket close code it received, if any.
+    """
+    if not result.refused and is_refusal(close_code=close_code, finals=len(result.latencies)):
+        result.refused = True
+    if result.refused:
+        result.error = None
+    elif failure and not result.error:
+        result.error = failure
+    return result
 
 
 class Timings:
@@ -101,6 +144,8 @@ class Timings:
         """ms of audio sent so far, per block."""
         self.sent_at: list[float] = []
         self.clock = asyncio.get_running_loop().time
+        self.refusal = asyncio.Event()
+        """Set when the server refuses the session: the client stops at once."""
 
     def sent(self, total_bytes: int) -> None:
         self.sent_ends.append(round(total_bytes / 2 / SAMPLE_RATE * 1000))
@@ -120,27 +165,31 @@ class Timings:
             self.result.partial_latencies.append(self._latency(end_ms))
 
     def error(self, code: str, message: str) -> None:
-        said = f"{code} {message}"
-        self.result.refused = self.result.refused or "busy" in said or "capacity" in said
-        self.result.error = said
+        if is_refusal(error_code=code, finals=len(self.result.latencies)):
+            log.debug("refused: %s %s", code, message)
+            self.result.refused = True
+            self.refusal.set()
+        else:
+            self.result.error = f"{code} {message}".strip()
 
 
 async def run_client(server: ServerUnderTest, playlist: Playlist) -> ClientResult:
     """Stream one playlist in real time over the server's transport; time every final and partial.
 
     One connection, no reconnect: a bench measures the server, a lost
-    connection is reported as an error.
+    connection is reported as an error, and a refusal over capacity ends the
+    client at once (see :func:`settle`).
     """
     result = ClientResult()
     timings = Timings(result)
     try:
         connection = await server.transport(timings).connect()
-    except OSError as exc:
-        result.refused, result.error = True, str(exc)
-        return result
+    except OSError as exc:  # a WebSocket refused while its config was sent fails here
+        return settle(result, f"cannot connect: {exc}", _close_code_of(exc))
     receiving = asyncio.create_task(connection.receive())
-    sent = 0
-    try:
+
+    async def send_all() -> None:
+        sent = 0
         async for block in paced_blocks(playlist.pcm, BLOCK_S):
             if receiving.done():
                 break  # the server closed early: its reason is the receive's
@@ -150,12 +199,37 @@ async def run_client(server: ServerUnderTest, playlist: Playlist) -> ClientResul
         else:
             await connection.end()
         await receiving
-    except OSError as exc:
-        result.error = str(exc)
+
+    sending = asyncio.create_task(send_all())
+    refused = asyncio.create_task(timings.refusal.wait())
+    failure = None
+    try:
+        await asyncio.wait({sending, refused}, return_when=asyncio.FIRST_COMPLETED)
+        if sending.done():
+            sending.result()
+    except OSError as exc:  # ConnectionError included
+        failure = str(exc) or type(exc).__name__
     finally:
-        receiving.cancel()
+        for task in (refused, sending, receiving):
+            task.cancel()
+        await asyncio.gather(sending, receiving, return_exceptions=True)  # retrieved: no "never retrieved" logs
+        close_code = _received_close_code(connection)
         await connection.close()
-    return result
+    return settle(result, failure, close_code)
+
+
+def _received_close_code(connection: object) -> int | None:
+    """The close code the server sent on a WebSocket connection (None: none yet, or TCP)."""
+    if isinstance(connection, WsConnection):
+        received = connection.ws.protocol.close_rcvd
+        return received.code if received else None
+    return None
+
+
+def _close_code_of(exc: BaseException) -> int | None:
+    """The close code behind a WebSocket connection error, if the server sent one."""
+    cause = exc.__cause__
+    return cause.rcvd.code if isinstance(cause, ConnectionClosed) and cause.rcvd else None
 
 
 class ServerUnderTest:
@@ -173,10 +247,13 @@ class ServerUnderTest:
         self.partials = partials
         self.proc: subprocess.Popen[str] | None = None
         self.host, self.port = "127.0.0.1", 0
+        self.model: str | None = None
+        """The server's model: from its ``ready`` line, or a WebSocket server's ``/readyz``."""
 
     def __enter__(self) -> ServerUnderTest:
         if self.url:
             self._parse_url(self.url)
+            self.model = _model_of(self.url) if self.kind == "ws" else None
             return self
         self.port = free_port()
         ports = ["--tcp-port", str(self.port), "--ws-port", "0"]
@@ -189,6 +266,7 @@ class ServerUnderTest:
         )
         for line in self.proc.stdout:
             if line.startswith("ready model="):  # the sockets open first, the model loads after
+                self.model = (line.removeprefix("ready model=").split() or [None])[0]
                 threading.Thread(target=self.proc.stdout.read, daemon=True).start()  # never let the pipe fill
                 return self
         raise SystemExit("the server under test did not start")
@@ -217,6 +295,18 @@ class ServerUnderTest:
         if self.proc:
             self.proc.terminate()
             self.proc.wait(timeout=30)
+
+
+def _model_of(url: str) -> str | None:
+    """A running WebSocket server's model, from ``/readyz`` on the same port; None if it does not say."""
+    match = re.match(r"ws(s?)://([^/]+)", url)
+    if not match:
+        return None
+    try:
+        with urllib.request.urlopen(f"http{match.group(1)}://{match.group(2)}/readyz", timeout=2) as response:
+            return json.load(response).get("model")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def free_port() -> int:
@@ -254,11 +344,17 @@ def bench(
     ``transport`` (tcp or ws) applies to a server the bench starts; a ``url``'s scheme wins.
     """
     runs = []
-    with ServerUnderTest(url, serve_args, transport, partials) as server:
+    sessions_log = logging.getLogger("woasr.clients.ws_client")
+    level = sessions_log.level
+    if progress and not sessions_log.isEnabledFor(logging.DEBUG):
+        sessions_log.setLevel(logging.WARNING)  # a "session ... (model ...)" line per client drowns the bar
+    with ServerUnderTest(url, serve_args, transport, partials) as server, logging_redirect_tqdm():
         if partials and server.kind != "ws":
             log.warning("TCP has no partials: --partials ignored")
             partials = server.partials = False
-        for count in tqdm(stream_counts, desc="bench", disable=not progress, file=sys.stderr):
+        bar = tqdm(stream_counts, desc="bench", unit="run", disable=not progress, file=sys.stderr)
+        for count in bar:
+            bar.set_postfix(streams=count)
             lists = playlists(rows, count, seconds)
             results, cpu, rss = asyncio.run(run_streams(server, lists))
             errors = ErrorCount()
@@ -273,17 +369,20 @@ def bench(
                                                      ("p50", "p95")),
                 "wer": round(errors.rate, 4),
                 "refused": sum(r.refused for r in results),
+                "admitted": sum(not r.refused for r in results),
                 "cpu_percent": round(cpu, 1),
                 "rss_mb": round(rss, 1),
                 "audio_s_per_stream": round(lists[0].seconds, 1),
                 "errors": [r.error for r in results if r.error],
             })
-    under = [r["streams"] for r in runs if r["latency_ms"]["p95"] is not None and r["latency_ms"]["p95"] <= 2000
-             and not r["refused"]]
+    sessions_log.setLevel(level)
+    under = [r["streams"] for r in runs
+             if r["latency_ms"]["p95"] is not None and r["latency_ms"]["p95"] <= TARGET_P95_MS and not r["refused"]]
     return {
         "transport": server.kind,
         "partials": partials,
         "server": url or "woasr serve " + " ".join(serve_args),
+        "model": server.model,
         "cpu_count": os.cpu_count(),
         "runs": runs,
         "max_streams_p95_under_2s": max(under) if under else 0,
@@ -297,5 +396,68 @@ def markdown_table(report: dict[str, Any]) -> str:
         lat, part = run["latency_ms"], run["partial_latency_ms"]
         lines.append(f"| {run['streams']} | {lat['p50']}/{lat['p95']}/{lat['max']} | {part['p50']}/{part['p95']} "
                      f"| {run['wer']:.2%} | {run['refused']} | {run['cpu_percent']} | {run['rss_mb']} |")
-    lines.append(f"\nhighest stream count with committed p95 <= 2 s: {report['max_streams_p95_under_2s']}")
+    lines.append(f"\nhighest stream count with committed p95 <= 2 s and no refusal: "
+                 f"{report['max_streams_p95_under_2s']}")
     return "\n".join(lines)
+
+
+def plot(report: dict[str, Any], out: str | os.PathLike[str]) -> None:
+    """A PNG of committed latency p50/p95 (and partial p50 when measured) against the stream count.
+
+    Seconds on y, one integer tick per stream count on x, the 2 s target as a
+    dashed line, and the refused count next to every run that had refusals.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    runs = report["runs"]
+    streams = [r["streams"] for r in runs]
+
+    def seconds(values: list[float | None]) -> list[float]:
+        return [v / 1000 if v is not None else float("nan") for v in values]
+
+    p50 = seconds([r["latency_ms"]["p50"] for r in runs])
+    p95 = seconds([r["latency_ms"]["p95"] for r in runs])
+    partial = seconds([r["partial_latency_ms"]["p50"] for r in runs])
+
+    fig = Figure(figsize=(8, 5), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.plot(streams, p95, "o-", color="tab:red", label="committed p95")
+    ax.plot(streams, p50, "o-", color="tab:blue", label="committed p50")
+    if any(v == v for v in partial):  # not all NaN: partials were measured
+        ax.plot(streams, partial, "s--", color="tab:green", label="partial p50")
+    best = report["max_streams_p95_under_2s"]
+    ax.axhline(TARGET_P95_MS / 1000, color="grey", linestyle="--", linewidth=1,
+               label=f"{TARGET_P95_MS / 1000:g} s target (most streams with p95 under it and no refusal: {best})")
+    refusal_label = "run with refusals"
+    for run, y in zip(runs, p95):
+        if run["refused"]:
+            measured = y == y  # NaN: every stream refused, no latency; marked on the x axis
+            y = y if measured else 0.0
+            ax.plot([run["streams"]], [y], "x", color="black", markersize=10, markeredgewidth=2, clip_on=False,
+                    label=refusal_label)
+            refusal_label = "_nolegend_"  # once in the legend
+            last = run["streams"] == max(streams)  # keep the label inside the axes
+            ax.annotate(f"{run['refused']}/{run['streams']} refused", (run["streams"], y),
+                        textcoords="offset points", xytext=(-8 if last else 8, -8 if measured else 8),
+                        ha="right" if last else "left", va="top" if measured else "bottom", fontsize=9,
+                        bbox={"boxstyle": "round,pad=0.2", "facecolor": "white", "edgecolor": "none", "alpha": 0.8})
+    top = max([v for v in p50 + p95 + partial if v == v] + [TARGET_P95_MS / 1000])
+    ax.set_ylim(0, top * 1.15)
+    ax.set_xticks(streams)
+    if streams:
+        ax.set_xlim(min(streams) - 0.5, max(streams) + 0.5)
+    ax.set_xlabel("concurrent real-time streams")
+    ax.set_ylabel("latency (s)")
+    ax.grid(True, alpha=0.3)
+    fig.legend(loc="outside lower center", ncols=2, fontsize=9)
+    transport = {"tcp": "TCP", "ws": "WebSocket"}.get(report["transport"], report["transport"])
+    transport += " + partials" if report.get("partials") else ""
+    audio = runs[0].get("audio_s_per_stream") if runs else None
+    head = f"woasr bench: {transport}, model {report.get('model') or 'unknown'}"
+    if audio:
+        head += f", {audio:g} s of audio per stream"
+    detail = f"{report['server']} ({report.get('cpu_count')} CPUs)"
+    ax.set_title(head + "\n" + "\n".join(textwrap.wrap(detail, 90)), fontsize=10)
+    fig.savefig(out, dpi=120, format="png")
