@@ -4,10 +4,14 @@ A server with N sessions runs N updates per round. This measures three ways to
 run B updates of the same shape as the server's (``auto`` encoder window,
 beam 5 or greedy, word-timestamp alignment) on CTranslate2 directly:
 
-- ``sequential``: B calls one after the other on one worker with every core;
+- ``sequential``: B calls one after the other on one worker;
 - ``batched``: one ``encode`` + one ``generate`` + one ``align`` on a batch of B;
 - ``parallel``: B calls on ``cores`` workers of one thread each (``inter_threads``),
-  which is what ``woasr serve --workers`` does.
+  which is what ``woasr serve`` does by default;
+- ``parallel batched``: the B windows split into one batch per worker.
+
+The first two run once with every core on one call (``intra_threads = cores``)
+and once with one thread.
 
 Windows are B different 8 s cuts of a long real recording (so their lengths,
 and their encoder input of 10 s, match: a batch needs equal shapes). Medians
@@ -84,27 +88,38 @@ def main() -> None:
     mels = np.stack([pad_or_trim(extractor(w)[:, :-1], FRAMES) for w in windows]).astype(np.float32)
 
     hf = HFTokenizer.from_file(os.path.join(path, "tokenizer.json"))
-    one = ctranslate2.models.Whisper(path, compute_type="int8", intra_threads=cores)
-    many = ctranslate2.models.Whisper(path, compute_type="int8", inter_threads=cores, intra_threads=1)
-    tokenizer = Tokenizer(hf, one.is_multilingual, task="transcribe", language="en")
-    sequential, parallel_calls = Calls(one, tokenizer, args.beam), Calls(many, tokenizer, args.beam)
+    wide = ctranslate2.models.Whisper(path, compute_type="int8", intra_threads=cores)
+    narrow = ctranslate2.models.Whisper(path, compute_type="int8", inter_threads=cores, intra_threads=1)
+    tokenizer = Tokenizer(hf, wide.is_multilingual, task="transcribe", language="en")
+    on_wide, on_narrow = Calls(wide, tokenizer, args.beam), Calls(narrow, tokenizer, args.beam)
     pool = ThreadPoolExecutor(cores)
 
-    print(f"tiny.en int8, {WINDOW_S} s windows, encoder input {FRAMES} frames, beam {args.beam}, {cores} cores")
-    print("| windows B | sequential ms/window | batched ms/window | parallel (workers x 1 thread) ms/window |")
-    print("|---|---|---|---|")
+    def one_by_one(calls: Calls, b: int) -> None:
+        for i in range(b):
+            calls.run(mels[i : i + 1])
+
+    def parallel(b: int) -> None:
+        list(pool.map(lambda i: on_narrow.run(mels[i : i + 1]), range(b)))
+
+    def parallel_batched(b: int) -> None:
+        parts = [part for part in np.array_split(np.arange(b), cores) if len(part)]
+        list(pool.map(lambda part: on_narrow.run(mels[part]), parts))
+
+    columns: dict[str, Callable[[int], None]] = {
+        f"sequential, {cores} threads": lambda b: one_by_one(on_wide, b),
+        f"batched, {cores} threads": lambda b: on_wide.run(mels[:b]),
+        "sequential, 1 thread": lambda b: one_by_one(on_narrow, b),
+        "batched, 1 thread": lambda b: on_narrow.run(mels[:b]),
+        f"parallel, {cores} workers x 1 thread": parallel,
+        f"parallel batched, {cores} workers x 1 thread": parallel_batched,
+    }
+    print(f"tiny.en int8, {WINDOW_S} s windows, encoder input {FRAMES} frames, beam {args.beam}, {cores} cores; "
+          "ms per window")
+    print("| windows B | " + " | ".join(columns) + " |")
+    print("|---" * (len(columns) + 1) + "|")
     for b in batches:
-        def seq() -> None:
-            for i in range(b):
-                sequential.run(mels[i : i + 1])
-
-        def par() -> None:
-            list(pool.map(lambda i: parallel_calls.run(mels[i : i + 1]), range(b)))
-
-        row = [median_ms(seq, args.repeats), median_ms(lambda: sequential.run(mels[:b]), args.repeats),
-               median_ms(par, args.repeats)]
-        print(f"| {b} | " + " | ".join(f"{ms / b:.0f}" for ms in row) + " |", flush=True)
-
+        row = [median_ms(lambda: run(b), args.repeats) / b for run in columns.values()]
+        print(f"| {b} | " + " | ".join(f"{ms:.0f}" for ms in row) + " |", flush=True)
 
 if __name__ == "__main__":
     main()

@@ -350,7 +350,7 @@ async def test_sessions_over_capacity_are_refused_on_every_transport(manifest):
 async def test_capacity_is_estimated_from_measured_compute(manifest):
     """No hard limit: after a few updates the measured compute says a second session would not fit."""
     speech = pcm_of(manifest, JFK)
-    with ServerProcess(["--tcp-port", "0", "--ws-port", str(free_port()), "--max-chunk", "0.1",
+    with ServerProcess(["--tcp-port", "0", "--ws-port", str(free_port()), "--max-chunk", "0.02",
                         "--min-chunk", "0.5"]) as proc:
         async with websockets.connect(proc.ws_url) as first:
             await first.recv()

@@ -28,7 +28,9 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                        help="env STREAM_BACKEND (default: faster-whisper)")
     group.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     group.add_argument("--compute-type", default="int8", help="CTranslate2 compute type (default: int8)")
-    group.add_argument("--threads", type=int, default=0, help="CPU threads for the model (0: all cores)")
+    group.add_argument("--threads", type=int, default=0,
+                       help="CPU threads per model call (0: serve shares the cores out among its workers; "
+                            "simulate and eval let CTranslate2 choose)")
     group.add_argument("--beam", type=int, default=5, help="beam size (default: 5; 1 = greedy)")
     group.add_argument("--encoder-window", choices=["full", "auto"], default="auto",
                        help="full: pad to 30 s as faster-whisper does; auto: encode the buffer "
@@ -65,7 +67,8 @@ def language_arg(value: str | None) -> str | None:
     return None if value in (None, "", "auto") else value
 
 
-def build_asr(args: argparse.Namespace, workers: int = 1):
+def build_asr(args: argparse.Namespace, workers: int = 1, threads: int | None = None):
+    """The backend the options describe; ``threads`` overrides ``--threads``."""
     from woasr.asr.faster_whisper_backend import DecodeSettings, FasterWhisperASR
 
     decode = DecodeSettings(
@@ -74,7 +77,7 @@ def build_asr(args: argparse.Namespace, workers: int = 1):
     )
     return FasterWhisperASR(
         args.model, language_arg(args.lang), device=args.device, compute_type=args.compute_type,
-        cpu_threads=args.threads, workers=workers, decode=decode,
+        cpu_threads=args.threads if threads is None else threads, workers=workers, decode=decode,
     )
 
 
@@ -157,32 +160,34 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import asyncio
 
     from woasr.asr.models import resolve_model
+    from woasr.engine.sizing import worker_layout
     from woasr.server import ModelLoadFailed, ServerConfig, StreamingService
 
     if args.tcp_port <= 0 and args.ws_port <= 0:
         log.error("nothing to serve: --tcp-port and --ws-port are both 0")
         return 2
     choice = resolve_model(args.model, language_arg(args.lang))  # a wrong name fails before listening
+    layout = worker_layout(args.device, args.workers, args.threads)
     config = ServerConfig(
         host=args.host, tcp_port=args.tcp_port, min_chunk=args.min_chunk, idle_timeout=args.idle_timeout,
-        workers=args.workers, settings=processor_settings(args), ws_port=args.ws_port,
+        workers=layout.workers, settings=processor_settings(args), ws_port=args.ws_port,
         ws_max_frame=args.ws_max_frame, ws_ping_interval=args.ws_ping_interval, drain_timeout=args.drain_timeout,
         max_sessions=args.max_sessions, max_chunk=args.max_chunk,
         metrics_port=args.metrics_port, metrics_log_interval=args.metrics_log_interval,
     )
     log.info(
         "configuration: host=%s tcp_port=%d ws_port=%d model=%s lang=%s backend=%s min_chunk=%g beam=%d "
-        "encoder_window=%s device=%s compute_type=%s workers=%d max_sessions=%d max_chunk=%gs "
+        "encoder_window=%s device=%s compute_type=%s workers=%d threads=%d max_sessions=%d max_chunk=%gs "
         "idle_timeout=%gs ws_max_frame=%d "
         "ws_ping_interval=%gs drain_timeout=%gs metrics_port=%d metrics_log_interval=%gs",
         config.host, config.tcp_port, config.ws_port, choice.name, args.lang or "auto", args.backend,
         config.min_chunk, args.beam, args.encoder_window, args.device, args.compute_type, config.workers,
-        config.max_sessions, config.max_chunk,
+        layout.threads, config.max_sessions, config.max_chunk,
         config.idle_timeout, config.ws_max_frame, config.ws_ping_interval, config.drain_timeout,
         config.metrics_port, config.metrics_log_interval,
     )
     try:
-        asyncio.run(StreamingService(lambda: build_asr(args, workers=args.workers), config).serve_forever())
+        asyncio.run(StreamingService(lambda: build_asr(args, layout.workers, layout.threads), config).serve_forever())
     except ModelLoadFailed as exc:
         log.error("%s", exc)
         return 2
@@ -315,8 +320,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--idle-timeout", type=float, default=60.0,
                        help="close a TCP connection silent for this many seconds (default: 60; "
                             "WebSocket connections are kept alive by pings)")
-    serve.add_argument("--workers", type=int, default=1,
-                       help="model calls that may run at once (default: 1)")
+    serve.add_argument("--workers", type=int, default=0,
+                       help="model calls that may run at once (default: 0 = one per CPU core, each on one "
+                            "thread; 2 on a GPU; see docs/architecture.md, 'Workers')")
     serve.add_argument("--max-sessions", type=int, default=0,
                        help="refuse sessions beyond this many (default: 0 = decided by measured capacity)")
     serve.add_argument("--max-chunk", type=float, default=2.0,
