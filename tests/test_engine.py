@@ -194,3 +194,14 @@ def test_admission_follows_measured_compute_and_the_hard_limit():
     assert Admission(workers=2, max_chunk=2.0, compute_per_update=0.5).capacity == 8
     limited = Admission(max_sessions=2)
     assert limited.refusal(active=1) is None and "limit of 2" in limited.refusal(active=2)
+
+
+def test_worker_layout_is_one_single_thread_worker_per_core_unless_told():
+    from woasr.engine.sizing import WorkerLayout, worker_layout
+
+    assert worker_layout("cpu", cores=2) == WorkerLayout(workers=2, threads=1)
+    assert worker_layout("cpu", cores=8) == WorkerLayout(workers=8, threads=1)
+    assert worker_layout("cpu", workers=1, cores=2) == WorkerLayout(workers=1, threads=2)  # the cores shared out
+    assert worker_layout("cpu", workers=4, cores=2) == WorkerLayout(workers=4, threads=1)  # never below one
+    assert worker_layout("cpu", workers=1, threads=3, cores=2) == WorkerLayout(workers=1, threads=3)  # told
+    assert worker_layout("cuda", cores=2) == WorkerLayout(workers=2, threads=0)

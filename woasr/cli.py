@@ -37,6 +37,9 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                             "+1 s, at least 10 s (default: auto, see docs/eval.md)")
     group.add_argument("--silence-pad", type=float, default=0.0,
                        help="seconds of silence appended to every buffer for the model (default: 0 = off)")
+    group.add_argument("--redecode-tail", action="store_true",
+                       help="decode an unfinished last segment of a buffer a second time, as faster-whisper "
+                            "does (slower; default: keep it, one pass per update, see docs/eval.md)")
     group.add_argument("--task", choices=["transcribe", "translate"], default="transcribe")
     group.add_argument("--vad-filter", action="store_true", help="faster-whisper's Silero VAD filter")
 
@@ -73,7 +76,7 @@ def build_asr(args: argparse.Namespace, workers: int = 1, threads: int | None = 
 
     decode = DecodeSettings(
         beam_size=args.beam, task=args.task, vad_filter=args.vad_filter, encoder_window=args.encoder_window,
-        silence_pad_s=args.silence_pad,
+        silence_pad_s=args.silence_pad, single_pass=not args.redecode_tail,
     )
     return FasterWhisperASR(
         args.model, language_arg(args.lang), device=args.device, compute_type=args.compute_type,

@@ -33,6 +33,12 @@ class DecodeSettings:
     """``full`` pads every buffer to 30 s as faster-whisper does; ``auto`` encodes
     the buffer plus one second, at least ``encoder_floor_s`` (see docs/eval.md)."""
     encoder_floor_s: float = 10.0
+    single_pass: bool = True
+    """Decode a buffer of up to 30 s once. faster-whisper drops a last segment that has
+    no end timestamp and decodes the audio from its start again (a second encoder and
+    decoder pass, in most streaming updates, since a live buffer ends mid-speech); with
+    this on, that segment is kept, ending at the buffer end (docs/eval.md). Whole files
+    (the offline baseline, REST) keep faster-whisper's behaviour."""
     silence_pad_s: float = 0.0
     """Real silence appended to each buffer before the model sees it. Off by default: with
     the ``auto`` window it made Whisper loop in about one update in ten (docs/eval.md); the
@@ -40,11 +46,12 @@ class DecodeSettings:
 
 
 class _WindowedWhisperModel(WhisperModel):
-    """WhisperModel whose encoder can skip the padding past the audio.
+    """WhisperModel whose encoder can skip the padding past the audio, and that can keep an unfinished last segment.
 
     faster-whisper pads every window to 3000 frames; CTranslate2 accepts fewer.
-    The frame limit is per thread, so concurrent calls on one model each use
-    their own.
+    It also decodes again from the start of a last segment that lacks its end
+    timestamp; ``keep_tail`` ends that segment at the window end instead. Both
+    settings are per thread, so concurrent calls on one model each use their own.
     """
 
     _limit = threading.local()
@@ -54,6 +61,18 @@ class _WindowedWhisperModel(WhisperModel):
         if frames is not None and features.shape[-1] > frames:
             features = features[..., :frames]
         return super().encode(features)
+
+    def _split_segments_by_timestamps(  # type: ignore[override]
+        self, tokenizer, tokens, time_offset, segment_size, segment_duration, seek
+    ):
+        if getattr(self._limit, "keep_tail", False) and tokens and tokens[-1] < tokenizer.timestamp_begin:
+            # An end timestamp at the window end: faster-whisper then takes the segment
+            # as finished and moves past the window.
+            end = tokenizer.timestamp_begin + min(FULL_WINDOW_FRAMES // 2, round(segment_duration / self.time_precision))
+            tokens = [*tokens, end]
+        return super()._split_segments_by_timestamps(
+            tokenizer, tokens, time_offset, segment_size, segment_duration, seek
+        )
 
 
 def load_whisper(
@@ -137,6 +156,7 @@ class FasterWhisperASR:
         # the last sound to know where the audio ends, or it loops in the silence.
         limit = _WindowedWhisperModel._limit
         limit.frames = self.encoder_frames(len(audio))
+        limit.keep_tail = self.decode.single_pass and len(audio) <= FULL_WINDOW_FRAMES * SAMPLE_RATE // 100
         try:
             segments, info = self.whisper.transcribe(
                 audio,
@@ -161,6 +181,6 @@ class FasterWhisperASR:
                 for s in segments
             )
         finally:
-            limit.frames = None
+            limit.frames, limit.keep_tail = None, False
         transcription = Transcription(result, info.language)
         return transcription.clipped(duration) if self.decode.silence_pad_s > 0 else transcription

@@ -114,7 +114,7 @@ def evaluate(
     ``language`` None takes each clip's language from the manifest; ``"auto"``
     lets the model detect it.
     """
-    offline = asr.with_decode(encoder_window="full", silence_pad_s=0.0)  # plain faster-whisper
+    offline = asr.with_decode(encoder_window="full", silence_pad_s=0.0, single_pass=False)  # plain faster-whisper
     clips: list[dict[str, Any]] = []
     streaming_errors, offline_errors = ErrorCount(), ErrorCount()
     latencies: list[float] = []
@@ -158,6 +158,7 @@ def evaluate(
         "computation_aware": aware,
         "beam_size": asr.decode.beam_size,
         "encoder_window": asr.decode.encoder_window,
+        "single_pass": asr.decode.single_pass,
         "settings": dataclasses.asdict(settings or ProcessorSettings()),
         "n_clips": len(clips),
         "audio_s": round(audio_s, 2),
