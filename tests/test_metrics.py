@@ -29,6 +29,7 @@ FAMILIES = {
     "woasr_session_committed_latency_p50_seconds": "gauge",
     "woasr_session_committed_latency_p95_seconds": "gauge",
     "woasr_session_lag_seconds": "gauge",
+    "woasr_session_effective_chunk_seconds": "gauge",
 }
 
 
@@ -108,6 +109,7 @@ def test_hooks_fill_the_histograms() -> None:
     assert sample("woasr_session_committed_latency_p50_seconds", session="tcp-1") == pytest.approx(0.9)
     assert sample("woasr_session_committed_latency_p95_seconds", session="tcp-1") == pytest.approx(2.34)
     assert sample("woasr_session_lag_seconds", session="tcp-1") == pytest.approx(2.5)
+    assert sample("woasr_session_effective_chunk_seconds", session="tcp-1") == 2.0  # the call without audio: kept
 
 
 def test_sessions_by_transport_and_refusals() -> None:

@@ -109,6 +109,9 @@ class ServerMetrics:
         self.session_lag = Gauge(
             "woasr_session_lag_seconds", "A session's current lag: latency of its newest committed word.",
             ["session"], registry=r)
+        self.session_chunk = Gauge(
+            "woasr_session_effective_chunk_seconds", "A session's effective chunk: new audio its latest model "
+            "call covered (min_chunk when idle, more while it waits for a worker).", ["session"], registry=r)
 
         self._lock = threading.Lock()
         names = ("committed", "partial", "queue_wait", "inference", "chunk", "rtf")
@@ -147,7 +150,7 @@ class ServerMetrics:
         """Drop the session's series, so their number stays bounded by the open sessions."""
         with self._lock:
             self._sessions.pop(session_id, None)
-        for gauge in (self.session_p50, self.session_p95, self.session_lag):
+        for gauge in (self.session_p50, self.session_p95, self.session_lag, self.session_chunk):
             gauge.remove(session_id)
 
     # -- observations --------------------------------------------------------
@@ -164,6 +167,7 @@ class ServerMetrics:
         rtf = inference_s / chunk_s if chunk_s > 0 else None
         if rtf is not None:
             self.rtf.observe(rtf)
+            self.session_chunk.labels(session=session_id).set(chunk_s)
         with self._lock:
             self._updates_in_interval += 1
             self._windows["queue_wait"].add(queue_wait_s)
