@@ -84,7 +84,11 @@ class Playlist:
 
 
 def playlists(rows: list[ManifestRow], count: int, seconds: float) -> list[Playlist]:
-    """``count`` distinct playlists of about ``seconds`` each, cycling through the clips."""
+    """``count`` distinct playlists of about ``seconds`` each, cycling through the clips.
+
+    Playlist k is the same for every ``count`` above k, so ``wer_per_stream[0]``
+    compares one and the same audio across stream counts.
+    """
     clips = itertools.cycle(rows)
     gap = np.zeros(int(GAP_S * SAMPLE_RATE), np.float32)
     result = []
@@ -357,10 +361,14 @@ def bench(
             bar.set_postfix(streams=count)
             lists = playlists(rows, count, seconds)
             results, cpu, rss = asyncio.run(run_streams(server, lists))
-            errors = ErrorCount()
+            errors, per_stream = ErrorCount(), []
             for playlist, result in zip(lists, results):
-                if not result.refused:
-                    errors += count_errors(playlist.reference, " ".join(result.text), playlist.language)
+                if result.refused:
+                    per_stream.append(None)
+                    continue
+                stream_errors = count_errors(playlist.reference, " ".join(result.text), playlist.language)
+                errors += stream_errors
+                per_stream.append(round(stream_errors.rate, 4))
             latencies = [x for r in results for x in r.latencies]
             runs.append({
                 "streams": count,
@@ -368,6 +376,7 @@ def bench(
                 "partial_latency_ms": percentiles_ms([x for r in results for x in r.partial_latencies],
                                                      ("p50", "p95")),
                 "wer": round(errors.rate, 4),
+                "wer_per_stream": per_stream,
                 "refused": sum(r.refused for r in results),
                 "admitted": sum(not r.refused for r in results),
                 "cpu_percent": round(cpu, 1),
