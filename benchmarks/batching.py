@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -41,19 +39,11 @@ from woasr.asr.models import resolve_model
 from woasr.audio_io import load_audio
 from woasr.core.audio import SAMPLE_RATE
 
+from timing import median_ms
+
 WINDOW_S = 8
 FRAMES = 1000
 """The ``auto`` encoder input of an 8 s buffer (10 s floor)."""
-
-
-def median_ms(fn: Callable[[], object], repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        began = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - began)
-    return statistics.median(times) * 1000
 
 
 class Calls:

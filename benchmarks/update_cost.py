@@ -11,8 +11,6 @@ Medians of ``--repeats`` runs after one warm-up. Prints a Markdown table.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import ctranslate2
 import numpy as np
@@ -22,15 +20,7 @@ from woasr.asr.faster_whisper_backend import FasterWhisperASR
 from woasr.audio_io import load_audio
 from woasr.core.audio import SAMPLE_RATE
 
-
-def median_ms(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        began = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - began)
-    return statistics.median(times) * 1000
+from timing import median_ms
 
 
 def main() -> None:
