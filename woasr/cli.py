@@ -185,7 +185,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "ws_ping_interval=%gs drain_timeout=%gs metrics_port=%d metrics_log_interval=%gs",
         config.host, config.tcp_port, config.ws_port, choice.name, args.lang or "auto", args.backend,
         config.min_chunk, args.beam, args.encoder_window, args.device, args.compute_type, config.workers,
-        layout.threads, config.max_sessions, config.max_chunk,
+        layout.threads, config.max_sessions, config.admission_chunk,
         config.idle_timeout, config.ws_max_frame, config.ws_ping_interval, config.drain_timeout,
         config.metrics_port, config.metrics_log_interval,
     )
@@ -328,10 +328,11 @@ def build_parser() -> argparse.ArgumentParser:
                             "thread; 2 on a GPU; see docs/architecture.md, 'Workers')")
     serve.add_argument("--max-sessions", type=int, default=0,
                        help="refuse sessions beyond this many (default: 0 = decided by measured capacity)")
-    serve.add_argument("--max-chunk", type=float, default=2.0,
+    serve.add_argument("--max-chunk", type=float, default=0.0,
                        help="admission: refuse a new session when, with it, each update would wait for more "
                             "than this many seconds of audio (measured compute per update x sessions / "
-                            "workers; default: 2.0)")
+                            "workers; default: 0 = --min-chunk, i.e. refuse a session that would slow the "
+                            "admitted ones down; larger values trade latency for streams)")
     serve.add_argument("--metrics-port", type=int, default=0,
                        help="Prometheus metrics are on GET /metrics of the WebSocket/HTTP port; this port "
                             "serves them too, e.g. when only TCP runs (default: 0 = off)")

@@ -57,8 +57,14 @@ class ServerConfig:
     """On shutdown, seconds open sessions get to finish and send their last finals."""
     max_sessions: int = 0
     """Hard limit of concurrent sessions; 0 = decided by measured capacity alone."""
-    max_chunk: float = 2.0
-    """Admission: refuse a session when updates would have to cover more audio than this."""
+    max_chunk: float = 0.0
+    """Admission: refuse a session when updates would have to cover more audio than this;
+    0 = ``min_chunk``: refuse one that would slow the admitted streams down at all."""
+
+    @property
+    def admission_chunk(self) -> float:
+        """The effective ``max_chunk``."""
+        return self.max_chunk or self.min_chunk
     metrics_port: int = 0
     """Port of a separate Prometheus endpoint (for TCP-only servers); 0 disables it. GET /metrics always works."""
     metrics_log_interval: float = 30.0
@@ -86,7 +92,7 @@ class StreamingService:
         self.load_asr = load_asr
         self.config = config
         self.engine = LocalEngine(
-            lambda: self.asr, config.workers, Admission(config.workers, config.max_chunk, config.max_sessions)
+            lambda: self.asr, config.workers, Admission(config.workers, config.admission_chunk, config.max_sessions)
         )
         self.asr: FasterWhisperASR | None = None
         self.draining = False

@@ -9,8 +9,9 @@ throughput is about six times that of one call on every core. Batching
 several sessions' windows into one call did not beat that (one thread, batch
 of 8: 181 ms per window, vs 146 ms one by one), so there is no batching.
 
-On a GPU one device runs the calls; two workers let one session's call
-overlap another's host-side work (features, word alignment).
+On a GPU one device runs the calls; two workers are meant to let one
+session's call overlap another's host-side work (features, word alignment).
+That was not measured here (no GPU on this project's machines).
 """
 
 from __future__ import annotations
