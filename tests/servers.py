@@ -15,6 +15,20 @@ ROOT = Path(__file__).resolve().parent.parent
 WOASR = [sys.executable, "-m", "woasr.cli"]
 
 
+def parse_lines(text: str) -> list[tuple[int, int, str]]:
+    """``<beg_ms> <end_ms> <text>`` lines (the TCP server's and the clients' output) as tuples."""
+    parsed = []
+    for line in text.splitlines():
+        beg, end, words = line.split(" ", 2)
+        parsed.append((int(beg), int(end), words))
+    return parsed
+
+
+def line_text(text: str) -> str:
+    """The words of ``<beg_ms> <end_ms> <text>`` lines, without their times."""
+    return " ".join(words for _, _, words in parse_lines(text))
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

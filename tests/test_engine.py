@@ -205,3 +205,15 @@ def test_worker_layout_is_one_single_thread_worker_per_core_unless_told():
     assert worker_layout("cpu", workers=4, cores=2) == WorkerLayout(workers=4, threads=1)  # never below one
     assert worker_layout("cpu", workers=1, threads=3, cores=2) == WorkerLayout(workers=1, threads=3)  # told
     assert worker_layout("cuda", cores=2) == WorkerLayout(workers=2, threads=0)
+
+
+def test_admission_chunk_defaults_to_the_min_chunk():
+    from woasr.core.processor import ProcessorSettings
+    from woasr.server import ServerConfig
+
+    def config(max_chunk: float) -> ServerConfig:
+        return ServerConfig("127.0.0.1", 0, min_chunk=0.5, idle_timeout=60, workers=2,
+                            settings=ProcessorSettings(), max_chunk=max_chunk)
+
+    assert config(0.0).admission_chunk == 0.5  # refuse what would make the admitted streams wait
+    assert config(2.0).admission_chunk == 2.0

@@ -59,6 +59,24 @@ def test_ignores_words_that_lie_before_the_last_committed_word():
     assert texts(buf.flush()) == ["delta"]
 
 
+def test_a_re_timed_word_never_overlaps_the_committed_words():
+    buf = HypothesisBuffer()
+    buf.insert(words_at("alpha beta"))  # beta ends at 0.7
+    buf.insert(words_at("alpha beta"))
+    assert buf.flush()[-1].end == 0.7
+    # The next buffer times the following word 0.1 s earlier than the committed end.
+    late = [Word(0.6, 1.0, " gamma"), Word(1.05, 1.3, " delta")]
+    buf.insert(late)
+    buf.insert(late)
+    gamma, delta = buf.flush()
+    assert (gamma.start, gamma.end) == (0.7, 1.0) and (delta.start, delta.end) == (1.05, 1.3)
+    again = [Word(1.2, 1.45, " epsilon")]  # its middle is past the committed end (1.3): kept, start moved
+    buf.insert(again)
+    buf.insert(again)
+    epsilon, = buf.flush()
+    assert epsilon.start == 1.3 and epsilon.end == 1.45
+
+
 def test_removes_ngram_overlap_between_committed_tail_and_new_head():
     buf = HypothesisBuffer()
     buf.insert(words_at("we choose to go"))

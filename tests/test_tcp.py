@@ -18,7 +18,7 @@ from woasr.core.processor import OnlineASRProcessor
 from woasr.tools.evaluate import run_stream
 from woasr.tools.textnorm import count_errors, normalize_text
 
-from tests.servers import ROOT, WOASR, ServerProcess, free_port
+from tests.servers import ROOT, WOASR, ServerProcess, free_port, line_text, parse_lines
 
 pytestmark = pytest.mark.model
 
@@ -53,15 +53,11 @@ def stream(port: int, data: bytes, chunk: int = 3200, pace: float = 0.0, half_cl
 
 
 def parse(lines: list[str]) -> list[tuple[int, int, str]]:
-    parsed = []
-    for line in lines:
-        beg, end, text = line.split(" ", 2)
-        parsed.append((int(beg), int(end), text))
-    return parsed
+    return parse_lines("\n".join(lines))
 
 
 def transcript(lines: list[str]) -> str:
-    return " ".join(text for _, _, text in parse(lines))
+    return line_text("\n".join(lines))
 
 
 @pytest.fixture(scope="module")

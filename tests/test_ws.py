@@ -19,7 +19,7 @@ from woasr.audio_io import load_audio
 from woasr.clients.sources import to_pcm16
 from woasr.tools.textnorm import count_errors, normalize_text
 
-from tests.servers import ROOT, ServerProcess, free_port
+from tests.servers import ROOT, ServerProcess, free_port, line_text
 
 pytestmark = pytest.mark.model
 
@@ -273,7 +273,7 @@ async def test_sigterm_drains_open_sessions_before_exiting(manifest):
             writer.close()
         assert ws.close_code == 1001
         assert "fellow americans" in normalize_text(text_of(messages))
-        assert "fellow americans" in normalize_text(tcp_lines)
+        assert "fellow americans" in normalize_text(line_text(tcp_lines))
         assert proc.proc.wait(timeout=30) == 0
         assert "draining 2 session(s)" in proc.text and "stopped" in proc.text
     finally:

@@ -15,7 +15,7 @@ import soundfile as sf
 from woasr.audio_io import load_audio
 from woasr.tools.textnorm import count_errors, normalize_text
 
-from tests.servers import ROOT, WOASR, ServerProcess, free_port
+from tests.servers import ROOT, WOASR, ServerProcess, free_port, line_text, parse_lines
 
 pytestmark = pytest.mark.model
 
@@ -27,17 +27,10 @@ def server_args(ws_port: int) -> list[str]:
     return ["--tcp-port", "0", "--ws-port", str(ws_port), "--min-chunk", "0.5"]
 
 
-def parse(out: str) -> list[tuple[int, int, str]]:
-    lines = []
-    for line in out.splitlines():
-        beg, end, text = line.split(" ", 2)
-        lines.append((int(beg), int(end), text))
-    return lines
-
-
 def assert_times_increase(lines: list[tuple[int, int, str]]) -> None:
     assert all(beg <= end for beg, end, _ in lines), lines
-    assert all(a[1] <= b[0] + 50 for a, b in zip(lines, lines[1:])), lines
+    assert all(a[1] <= b[0] + 50 for a, b in zip(lines, lines[1:])), [
+        (a, b) for a, b in zip(lines, lines[1:]) if a[1] > b[0] + 50]
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +44,7 @@ def test_file_client_prints_final_lines(server, manifest):
     result = subprocess.run([*WOASR, "client", "--ws", server.ws_url + "/", "--file", str(manifest[JFK].path),
                              "--fast"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    lines = parse(result.stdout)  # every stdout line is a final: the TCP client's format
+    lines = parse_lines(result.stdout)  # every stdout line is a final: the TCP client's format
     assert lines and normalize_text(" ".join(t for _, _, t in lines)).endswith("for your country")
     assert_times_increase(lines)
     assert "\x1b" not in result.stdout  # not a terminal: no partials drawn
@@ -64,7 +57,7 @@ def test_ctrl_c_sends_what_was_captured_and_prints_the_last_lines(server, manife
     client.send_signal(signal.SIGINT)
     out, err = client.communicate(timeout=60)
     assert client.returncode == 0, err
-    text = normalize_text(" ".join(t for _, _, t in parse(out)))
+    text = normalize_text(line_text(out))
     assert "fellow americans" in text, out
     assert "for your country" not in text  # it stopped early, and said what it had
 
@@ -86,7 +79,7 @@ def test_partials_are_drawn_in_place_on_a_terminal(server, manifest):
     assert "\r\x1b[2K\x1b[90m" in text, text  # a grey partial drawn over the last line
     # Each partial is erased before its final is printed: what is left after the last erase is the final.
     finals = [line.rsplit("\x1b[2K", 1)[-1] for line in text.replace("\r\n", "\n").split("\n")]
-    lines = parse("\n".join(line for line in finals if line.strip()))
+    lines = parse_lines("\n".join(line for line in finals if line.strip()))
     assert normalize_text(" ".join(t for _, _, t in lines)).endswith("for your country")
 
 
@@ -121,7 +114,7 @@ def test_reconnect_resends_uncommitted_audio_and_times_go_on(manifest, tmp_path)
     assert client.returncode == 0, err
     assert "reconnecting" in err or "cannot connect" in err, err
     assert "session ws-1 end" in second_log  # the rest went to a new session
-    lines = parse(out)
+    lines = parse_lines(out)
     assert_times_increase(lines)
     assert lines[-1][1] > 15000, out  # times continue from the first session's
     words = normalize_text(" ".join(t for _, _, t in lines)).split()

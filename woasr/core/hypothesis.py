@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import unicodedata
 from collections import deque
 
@@ -34,7 +35,9 @@ class HypothesisBuffer:
     Guarantees: a committed word is never committed again (words whose middle
     lies before the end of the last committed word are ignored, and a 1-5 word
     n-gram that repeats the committed tail at the head of a hypothesis is
-    removed), and the committed words are in time order.
+    removed), and the committed words are in time order without overlapping:
+    Whisper re-times words a little from one buffer to the next, so a word
+    that starts before the last committed end is made to start there.
     """
 
     def __init__(self, agreement: int = 2) -> None:
@@ -94,13 +97,19 @@ class HypothesisBuffer:
         return committed
 
     def _commit(self, count: int) -> tuple[Word, ...]:
-        committed = tuple(self._hypotheses[-1][:count])
+        committed = []
+        end = self.last_committed_end
+        for word in self._hypotheses[-1][:count]:
+            if word.start < end:
+                word = dataclasses.replace(word, start=end, end=max(word.end, end))
+            committed.append(word)
+            end = word.end
         for hypothesis in self._hypotheses:
             del hypothesis[:count]
         if committed:
             self.last_committed_end = max(self.last_committed_end, committed[-1].end)
             self._committed_tail.extend(committed)
-        return committed
+        return tuple(committed)
 
     def _drop_committed_overlap(self, words: list[Word]) -> list[Word]:
         """Remove a head n-gram that repeats the committed tail (Whisper re-hearing it)."""

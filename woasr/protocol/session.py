@@ -27,7 +27,7 @@ import numpy as np
 from woasr.core.audio import SAMPLE_RATE, FloatAudio, pcm16le_to_float32
 from woasr.core.processor import OnlineASRProcessor
 from woasr.core.records import Transcription, TranscriptionRequest, Update, Word
-from woasr.protocol.commands import Close, Command, Configure, Flush
+from woasr.protocol.commands import Close, Command, Flush
 from woasr.protocol.events import Configured, Error, Event, Final, Flushed, Partial, SessionOptions
 
 MIN_CHUNK_RANGE = (0.1, 30.0)
