@@ -150,13 +150,16 @@ async def test_three_concurrent_clients_get_their_own_transcripts(server, manife
         assert count_errors(manifest[name].reference, text_of(messages)).rate < 0.2, (name, text_of(messages))
 
 
-async def bad_session(url: str, script: list[str | bytes]) -> tuple[list[dict], int | None, str]:
-    """Send the script (text or binary messages), then the close message; collect everything."""
+async def bad_session(
+    url: str, script: list[str | bytes | tuple[str | bytes, ...]]
+) -> tuple[list[dict], int | None, str]:
+    """Send the script (text or binary messages; a tuple's back to back), then the close message; collect everything."""
     async with websockets.connect(url) as ws:
         assert json.loads(await ws.recv())["type"] == "ready"
         receiving = asyncio.create_task(receive_all(ws))
-        for message in script:
-            await ws.send(message)
+        for step in script:
+            for message in step if isinstance(step, tuple) else (step,):
+                await ws.send(message)
             await asyncio.sleep(0.05)
         try:
             await ws.send(json.dumps({"type": "close"}))
@@ -176,7 +179,8 @@ async def test_bad_input_gets_errors_while_a_healthy_session_stays_correct(serve
         "bad_value": [json.dumps({"type": "config", "partials": "yes"}), speech],
         "unknown_field": [json.dumps({"type": "config", "partial": True}), speech],
         "config_after_audio": [speech[:BLOCK], json.dumps({"type": "config", "partials": True}), speech[BLOCK:]],
-        "closed": [speech, close, speech[:BLOCK]],
+        # Back to back: audio that reaches the server after its close frame cannot be answered.
+        "closed": [speech, (close, speech[:BLOCK])],
         "odd_byte": [speech + b"\x01"],
     }
     healthy = asyncio.create_task(stream_session(url, pcm_of(manifest, JFK)))
