@@ -30,7 +30,7 @@ from woasr.core.processor import OnlineASRProcessor, ProcessorSettings
 from woasr.engine import LocalEngine
 from woasr.engine.admission import Admission
 from woasr.metrics import ServerMetrics
-from woasr.protocol.events import Error
+from woasr.protocol.events import CAPACITY, Error
 from woasr.protocol.session import StreamSession
 from woasr.transports.runner import Send, SessionRunner
 from woasr.transports.tcp import TCPServer
@@ -143,7 +143,7 @@ class StreamingService:
         if self.draining:
             refusal = Error("shutting_down", "the server is shutting down; connect again later")
         elif reason := self.engine.admission.refusal(self.active_sessions):
-            refusal = Error("capacity", f"{reason}; try again later")
+            refusal = Error(CAPACITY, f"{reason}; try again later")
         else:
             return None
         self.metrics.session_refused(transport, refusal.code)

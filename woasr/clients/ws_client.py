@@ -36,11 +36,11 @@ from websockets.uri import parse_uri
 from woasr.clients.reconnect import Connection, Listener
 from woasr.clients.ring import BYTES_PER_SECOND, Block
 from woasr.core.audio import SAMPLE_RATE
+from woasr.protocol.messages import CLOSE_NORMAL
 
 log = logging.getLogger(__name__)
 
 BYTES_PER_MS = BYTES_PER_SECOND / 1000
-CLOSE_NORMAL = 1000
 CLOSE_MESSAGE = json.dumps({"type": "close"})
 
 

@@ -68,6 +68,10 @@ class Configured:
     options: SessionOptions
 
 
+CAPACITY = "capacity"
+"""The :class:`Error` code of a session refused because the server is at capacity (every transport)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Error:
     """Bad input; the session goes on unless the transport decides otherwise."""

@@ -16,6 +16,13 @@ from woasr.core.audio import SAMPLE_RATE
 from woasr.protocol.commands import Close, Command, Configure, Flush
 from woasr.protocol.events import Configured, Error, Event, Final, Flushed, Partial, SessionOptions
 
+CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001
+"""The server is shutting down (or draining)."""
+CLOSE_TOO_BIG = 1009
+CLOSE_TRY_AGAIN_LATER = 1013
+"""The session was refused at capacity."""
+
 
 def parse_text(text: str) -> Command | Error:
     """A client text message as a command, or the error to send back."""

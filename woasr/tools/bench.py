@@ -56,6 +56,8 @@ from woasr.clients.sources import paced_blocks, to_pcm16
 from woasr.clients.tcp_client import TcpTransport
 from woasr.clients.ws_client import WsConnection, WsTransport
 from woasr.core.audio import SAMPLE_RATE
+from woasr.protocol.events import CAPACITY
+from woasr.protocol.messages import CLOSE_TRY_AGAIN_LATER
 from woasr.tools.evaluate import ManifestRow, percentiles_ms
 from woasr.tools.textnorm import ErrorCount, count_errors
 
@@ -64,10 +66,6 @@ log = logging.getLogger(__name__)
 BLOCK_S = 0.1
 GAP_S = 0.5
 TARGET_P95_MS = 2000
-REFUSAL_CODE = "capacity"
-"""The ``error`` code (WebSocket message, TCP ``ERROR`` line) of a session refused over capacity."""
-CLOSE_TRY_AGAIN_LATER = 1013
-"""The WebSocket close code of a session refused over capacity."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +119,7 @@ def is_refusal(error_code: str | None = None, close_code: int | None = None, fin
     line), ``close_code`` the WebSocket close code received, ``finals`` how
     many finals had arrived before: only a session that got none was refused.
     """
-    return finals == 0 and ((error_code or "").strip() == REFUSAL_CODE or close_code == CLOSE_TRY_AGAIN_LATER)
+    return finals == 0 and ((error_code or "").strip() == CAPACITY or close_code == CLOSE_TRY_AGAIN_LATER)
 
 
 def settle(result: ClientResult, failure: str | None = None, close_code: int | None = None) -> ClientResult:

@@ -12,20 +12,22 @@ from typing import TYPE_CHECKING
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from woasr.protocol.events import Error, Event
-from woasr.protocol.messages import encode_event, parse_text, ready_message
+from woasr.protocol.events import CAPACITY, Error, Event
+from woasr.protocol.messages import (
+    CLOSE_GOING_AWAY,
+    CLOSE_NORMAL,
+    CLOSE_TOO_BIG,
+    CLOSE_TRY_AGAIN_LATER,
+    encode_event,
+    parse_text,
+    ready_message,
+)
 from woasr.transports.runner import log_session_end, log_session_start
 
 if TYPE_CHECKING:
     from woasr.server import StreamingService
 
 log = logging.getLogger(__name__)
-
-CLOSE_NORMAL = 1000
-CLOSE_GOING_AWAY = 1001
-CLOSE_TOO_BIG = 1009
-CLOSE_TRY_AGAIN_LATER = 1013
-
 
 async def serve_websocket(websocket: WebSocket, service: StreamingService) -> None:
     """One connection = one session: ``ready`` first, then events until the session ends."""
@@ -34,7 +36,7 @@ async def serve_websocket(websocket: WebSocket, service: StreamingService) -> No
     asr = await service.wait_ready()
     if refusal := service.refusal("ws"):
         await websocket.send_text(encode_event(refusal))
-        if refusal.code == "capacity":
+        if refusal.code == CAPACITY:
             await _close_quietly(websocket, CLOSE_TRY_AGAIN_LATER, "try again later")
         else:
             await _close_quietly(websocket, CLOSE_GOING_AWAY, "server shutting down")
