@@ -111,5 +111,6 @@ def main() -> None:
         row = [median_ms(lambda: run(b), args.repeats) / b for run in columns.values()]
         print(f"| {b} | " + " | ".join(f"{ms:.0f}" for ms in row) + " |", flush=True)
 
+
 if __name__ == "__main__":
     main()

@@ -60,15 +60,15 @@ class ServerConfig:
     max_chunk: float = 0.0
     """Admission: refuse a session when updates would have to cover more audio than this;
     0 = ``min_chunk``: refuse one that would slow the admitted streams down at all."""
+    metrics_port: int = 0
+    """Port of a separate Prometheus endpoint (for TCP-only servers); 0 disables it. GET /metrics always works."""
+    metrics_log_interval: float = 30.0
+    """Seconds between the ``woasr.metrics`` p50/p95 log lines; 0 disables them."""
 
     @property
     def admission_chunk(self) -> float:
         """The effective ``max_chunk``."""
         return self.max_chunk or self.min_chunk
-    metrics_port: int = 0
-    """Port of a separate Prometheus endpoint (for TCP-only servers); 0 disables it. GET /metrics always works."""
-    metrics_log_interval: float = 30.0
-    """Seconds between the ``woasr.metrics`` p50/p95 log lines; 0 disables them."""
 
 
 class _EmbeddedUvicorn(uvicorn.Server):

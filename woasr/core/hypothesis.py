@@ -107,7 +107,7 @@ class HypothesisBuffer:
         for hypothesis in self._hypotheses:
             del hypothesis[:count]
         if committed:
-            self.last_committed_end = max(self.last_committed_end, committed[-1].end)
+            self.last_committed_end = end  # never earlier than before: every word ends at or after it
             self._committed_tail.extend(committed)
         return tuple(committed)
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import itertools
 import json
 import logging
@@ -41,6 +42,7 @@ import sys
 import textwrap
 import threading
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -346,11 +348,8 @@ def bench(
     ``transport`` (tcp or ws) applies to a server the bench starts; a ``url``'s scheme wins.
     """
     runs = []
-    sessions_log = logging.getLogger("woasr.clients.ws_client")
-    level = sessions_log.level
-    if progress and not sessions_log.isEnabledFor(logging.DEBUG):
-        sessions_log.setLevel(logging.WARNING)  # a "session ... (model ...)" line per client drowns the bar
-    with ServerUnderTest(url, serve_args, transport, partials) as server, logging_redirect_tqdm():
+    with (ServerUnderTest(url, serve_args, transport, partials) as server, logging_redirect_tqdm(),
+          _quiet_session_lines(progress)):
         if partials and server.kind != "ws":
             log.warning("TCP has no partials: --partials ignored")
             partials = server.partials = False
@@ -382,7 +381,6 @@ def bench(
                 "audio_s_per_stream": round(lists[0].seconds, 1),
                 "errors": [r.error for r in results if r.error],
             })
-    sessions_log.setLevel(level)
     under = [r["streams"] for r in runs
              if r["latency_ms"]["p95"] is not None and r["latency_ms"]["p95"] <= TARGET_P95_MS and not r["refused"]]
     return {
@@ -394,6 +392,20 @@ def bench(
         "runs": runs,
         "max_streams_p95_under_2s": max(under) if under else 0,
     }
+
+
+@contextlib.contextmanager
+def _quiet_session_lines(quiet: bool) -> Iterator[None]:
+    """While a progress bar runs, drop the WebSocket client's "session ... (model ...)" line per client
+    (unless debugging); the level it had comes back afterwards, whatever happens."""
+    sessions_log = logging.getLogger("woasr.clients.ws_client")
+    level = sessions_log.level
+    if quiet and not sessions_log.isEnabledFor(logging.DEBUG):
+        sessions_log.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        sessions_log.setLevel(level)
 
 
 def markdown_table(report: dict[str, Any]) -> str:
