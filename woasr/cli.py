@@ -9,8 +9,9 @@ import sys
 from collections.abc import Sequence
 
 from woasr.asr.models import ModelUnavailableError
-from woasr.config import DEFAULT_TCP_PORT, DEFAULT_WS_PORT, default_host, env, env_float, env_int
+from woasr.config import DEFAULT_TCP_PORT, DEFAULT_WS_PORT, default_host, env, env_bool, env_float, env_int
 from woasr.core.processor import ProcessorSettings
+from woasr.core.vad import VadSettings
 
 log = logging.getLogger("woasr")
 
@@ -58,6 +59,23 @@ def add_processor_options(parser: argparse.ArgumentParser) -> None:
                        help=f"cut the buffer at a committed segment end past this length (default: {defaults.trim_s})")
     group.add_argument("--max-buffer", type=float, default=defaults.max_buffer_s,
                        help=f"hard cap of the buffer in seconds (default: {defaults.max_buffer_s})")
+    vad = VadSettings()
+    group.add_argument("--vac", action=argparse.BooleanOptionalAction, default=env_bool("STREAM_VAC", False),
+                       help="voice-activity control: silence is not sent to the model and an utterance is "
+                            "finished when speech ends (env STREAM_VAC; default: off)")
+    group.add_argument("--vad-threshold", type=float, default=vad.threshold,
+                       help=f"speech probability that starts speech (default: {vad.threshold})")
+    group.add_argument("--vad-min-silence", type=float, default=vad.min_silence_s,
+                       help=f"seconds of silence that end an utterance (default: {vad.min_silence_s})")
+    group.add_argument("--vad-pad", type=float, default=vad.speech_pad_s,
+                       help=f"seconds of audio kept before and after speech (default: {vad.speech_pad_s})")
+
+
+def vad_settings(args: argparse.Namespace) -> VadSettings | None:
+    """The voice-activity settings when ``--vac`` is on, else None."""
+    if not args.vac:
+        return None
+    return VadSettings(threshold=args.vad_threshold, min_silence_s=args.vad_min_silence, speech_pad_s=args.vad_pad)
 
 
 def processor_settings(args: argparse.Namespace) -> ProcessorSettings:
@@ -87,12 +105,15 @@ def build_asr(args: argparse.Namespace, workers: int = 1, threads: int | None = 
 def cmd_simulate(args: argparse.Namespace) -> int:
     from woasr.audio_io import load_audio
     from woasr.core.processor import OnlineASRProcessor
+    from woasr.core.vac import VoiceGate
     from woasr.tools.simulate import simulate
 
     asr = build_asr(args)
     processor = OnlineASRProcessor(asr, asr.language, processor_settings(args))
     audio = load_audio(args.file)
-    for step in simulate(processor, audio, args.min_chunk, aware=not args.comp_unaware):
+    vad = vad_settings(args)
+    gate = VoiceGate(vad) if vad is not None else None
+    for step in simulate(processor, audio, args.min_chunk, aware=not args.comp_unaware, gate=gate):
         update = step.update
         if args.json:
             print(json.dumps({
@@ -126,10 +147,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
         args.lang = languages.pop()  # one language: its default model, no detection
     asr = build_asr(args)
     report = evaluate(
-        rows, asr, args.min_chunk, language=args.lang, aware=not args.comp_unaware, settings=processor_settings(args)
+        rows, asr, args.min_chunk, language=args.lang, aware=not args.comp_unaware, settings=processor_settings(args),
+        repeat=args.repeat, vac=vad_settings(args),
     )
     write_report(report, args.json)
     print(markdown_table(report))
+    if args.errors:
+        from woasr.tools.errors import report as errors_report
+
+        print()
+        print(errors_report(report["error_breakdown"], report["error_examples"]))
+    if report["repeated_phrases"]:
+        print(f"\nphrases committed twice: {report['repeated_phrases']}")
     return 0
 
 
@@ -300,6 +329,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.set_defaults(lang=None)
     add_processor_options(ev)
     ev.add_argument("--comp-unaware", action="store_true")
+    ev.add_argument("--repeat", type=int, default=1,
+                    help="stream every clip this many times (the computation-aware clock moves update "
+                         "boundaries between runs); the report gives each run's WER and the spread")
+    ev.add_argument("--errors", action="store_true",
+                    help="print where streaming differs from offline, by mechanism, with examples")
     ev.add_argument("--json", default=None, metavar="OUT", help="write the JSON report here")
     ev.set_defaults(func=cmd_eval)
 
@@ -379,6 +413,13 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--plot", default=None, metavar="OUT.png",
                     help="write a PNG of committed (and partial) latency against the stream count here")
     be.set_defaults(func=cmd_bench)
+
+    from woasr.tools import capture
+
+    cap = sub.add_parser("capture", help="write each detected speech segment of the microphone, a file or stdin "
+                                         "as a WAV, with a JSONL index (seed: streaming_audio_save.py)")
+    capture.add_arguments(cap)
+    cap.set_defaults(func=capture.run)
 
     mo = sub.add_parser("models", help="list, locate or prepare the offline models")
     mo.add_argument("action", choices=["list", "path", "prepare"])

@@ -40,3 +40,16 @@ def env_int(name: str, default: int) -> int:
 
 def env_float(name: str, default: float) -> float:
     return _env_parsed(name, default, float, "a number")
+
+
+def _parse_bool(value: str) -> bool:
+    lowered = value.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(value)
+
+
+def env_bool(name: str, default: bool) -> bool:
+    return _env_parsed(name, default, _parse_bool, "a boolean (1/0, true/false, yes/no, on/off)")

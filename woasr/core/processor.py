@@ -109,6 +109,20 @@ class OnlineASRProcessor:
         if chunk.size:
             self.audio = np.concatenate([self.audio, chunk])
 
+    def skip_silence(self, samples: npt.ArrayLike) -> None:
+        """Let the timeline pass over audio the model need not hear (voice-activity control).
+
+        Between utterances the buffer is empty and only its offset moves; should
+        an utterance still be open, the audio is inserted, so the buffer stays
+        one contiguous piece of the stream.
+        """
+        if len(self.audio):
+            self.insert_audio(samples)
+            return
+        count = len(np.asarray(samples))
+        self.buffer_offset += count
+        self.processed_until = max(self.processed_until, self.buffer_offset)
+
     def process(self) -> Update:
         """Transcribe the buffer once; commit what the last hypotheses agree on."""
         request = self.prepare()

@@ -29,6 +29,9 @@ from woasr.audio_io import load_audio
 from woasr.core.audio import SAMPLE_RATE, FloatAudio
 from woasr.core.processor import OnlineASRProcessor, ProcessorSettings
 from woasr.core.records import Word, join_words
+from woasr.core.vac import VoiceGate
+from woasr.core.vad import VadSettings
+from woasr.tools.errors import Breakdown, RecordingBackend, UpdateTrace, explain, trace_update
 from woasr.tools.simulate import PartialTracker, simulate
 from woasr.tools.textnorm import ErrorCount, count_errors
 
@@ -39,18 +42,21 @@ class ManifestRow:
     name: str
     seconds: float
     language: str
-    reference: str
+    reference: str | None
+    """None where the manifest has no reference (streaming is then scored against offline only)."""
 
 
 def read_manifest(path: str | Path, pattern: str | None = None, limit: int | None = None) -> list[ManifestRow]:
-    """Rows of a TSV manifest (``file seconds language reference ...``), paths resolved.
+    """Rows of a TSV manifest (``file seconds language [reference] ...``), paths resolved.
 
     ``pattern`` is a glob on the file column; several may be given, comma-separated.
+    A manifest without a ``reference`` column (``unref/``) gives rows without one.
     """
     path = Path(path)
     with path.open(newline="", encoding="utf-8") as f:
         rows = [
-            ManifestRow(path.parent / r["file"], r["file"], float(r["seconds"]), r["language"], r["reference"])
+            ManifestRow(path.parent / r["file"], r["file"], float(r["seconds"]), r["language"],
+                        r.get("reference") or None)
             for r in csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
             if pattern is None or any(fnmatch.fnmatch(r["file"], p.strip()) for p in pattern.split(","))
         ]
@@ -59,7 +65,7 @@ def read_manifest(path: str | Path, pattern: str | None = None, limit: int | Non
 
 @dataclass(slots=True)
 class StreamRun:
-    """Everything one simulated stream produced, with its timings."""
+    """Everything one simulated stream produced, with its timings and a trace of its updates."""
 
     committed: list[Word] = field(default_factory=list)
     latencies: list[float] = field(default_factory=list)
@@ -67,25 +73,46 @@ class StreamRun:
     compute_s: float = 0.0
     updates: int = 0
     max_buffer_s: float = 0.0
+    trace: list[UpdateTrace] = field(default_factory=list)
+    end_latencies: list[float] = field(default_factory=list)
+    """Per finished utterance (or stream): emission of its last word - that word's end."""
 
     @property
     def text(self) -> str:
         return join_words(self.committed)
 
 
-def run_stream(processor: OnlineASRProcessor, audio: FloatAudio, min_chunk: float, aware: bool = True) -> StreamRun:
-    """Simulate one stream and collect committed words with their latencies."""
+def run_stream(processor: OnlineASRProcessor, audio: FloatAudio, min_chunk: float, aware: bool = True,
+               gate: VoiceGate | None = None) -> StreamRun:
+    """Simulate one stream and collect committed words with their latencies.
+
+    The processor's backend is wrapped for the run, so that every update's raw
+    hypothesis and prompt are traced (for the error breakdown).
+    """
     run = StreamRun()
     tracker = PartialTracker()
-    for step in simulate(processor, audio, min_chunk, aware):
-        run.updates += 1
-        run.compute_s += step.compute
-        run.max_buffer_s = max(run.max_buffer_s, step.buffer_s)
-        for word in step.update.committed:
-            run.committed.append(word)
-            run.latencies.append(step.emission - word.end)
-            run.partial_latencies.append(tracker.first_seen(word, step.emission) - word.end)
-        tracker.see(step.update.partial, step.emission)
+    recorder = RecordingBackend(processor.asr)
+    processor.asr = recorder
+    settings = processor.settings
+    try:
+        buffer_start = processor.buffer_offset / SAMPLE_RATE
+        for step in simulate(processor, audio, min_chunk, aware, gate=gate):
+            run.updates += 1
+            run.compute_s += step.compute
+            run.max_buffer_s = max(run.max_buffer_s, step.buffer_s)
+            pad = settings.finish_pad_s if step.finished else 0.0
+            run.trace.append(trace_update(recorder.take(), buffer_start, pad, step.update.committed, step.final,
+                                          settings.guards))
+            buffer_start = processor.buffer_offset / SAMPLE_RATE
+            for word in step.update.committed:
+                run.committed.append(word)
+                run.latencies.append(step.emission - word.end)
+                run.partial_latencies.append(tracker.first_seen(word, step.emission) - word.end)
+            tracker.see(step.update.partial, step.emission)
+            if step.finished and step.update.committed:
+                run.end_latencies.append(step.emission - step.update.committed[-1].end)
+    finally:
+        processor.asr = recorder.asr
     return run
 
 
@@ -100,6 +127,58 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _rate(errors: ErrorCount, scored: bool) -> float | None:
+    return round(errors.rate, 4) if scored else None
+
+
+@dataclass(slots=True)
+class _Totals:
+    """Pooled figures of one pass over the clips (or of all passes)."""
+
+    streaming: ErrorCount = field(default_factory=ErrorCount)
+    offline: ErrorCount = field(default_factory=ErrorCount)
+    vs_offline: ErrorCount = field(default_factory=ErrorCount)
+    referenced: int = 0
+    latencies: list[float] = field(default_factory=list)
+    partial_latencies: list[float] = field(default_factory=list)
+    end_latencies: list[float] = field(default_factory=list)
+    compute_s: float = 0.0
+    audio_s: float = 0.0
+    repeated: list[str] = field(default_factory=list)
+    breakdown: Breakdown = field(default_factory=Breakdown)
+
+    def add(self, other: _Totals) -> None:
+        self.streaming += other.streaming
+        self.offline += other.offline
+        self.vs_offline += other.vs_offline
+        self.referenced += other.referenced
+        self.latencies += other.latencies
+        self.partial_latencies += other.partial_latencies
+        self.end_latencies += other.end_latencies
+        self.compute_s += other.compute_s
+        self.audio_s += other.audio_s
+        self.repeated += other.repeated
+        self.breakdown += other.breakdown
+
+    @property
+    def wer(self) -> float | None:
+        """The run's headline error rate: against the references where there are any, else against offline."""
+        return _rate(self.streaming, True) if self.referenced else _rate(self.vs_offline, True)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "wer_streaming": _rate(self.streaming, self.referenced > 0),
+            "wer_offline": _rate(self.offline, self.referenced > 0),
+            "wer_vs_offline": _rate(self.vs_offline, True),
+            "latency_ms": percentiles_ms(self.latencies),
+            "partial_latency_ms": percentiles_ms(self.partial_latencies, ("p50", "p95")),
+            "utterance_end_latency_ms": percentiles_ms(self.end_latencies, ("p50", "p95")),
+            "rtf": round(self.compute_s / self.audio_s, 3) if self.audio_s else None,
+            "compute_s": round(self.compute_s, 2),
+            "repeated_ngrams": len(self.repeated),
+        }
+
+
 def evaluate(
     rows: list[ManifestRow],
     asr: FasterWhisperASR,
@@ -108,49 +187,42 @@ def evaluate(
     aware: bool = True,
     settings: ProcessorSettings | None = None,
     progress: bool = True,
+    repeat: int = 1,
+    vac: VadSettings | None = None,
 ) -> dict[str, Any]:
-    """Stream and transcribe offline every clip; return the JSON-ready report.
+    """Stream (``repeat`` times) and transcribe offline every clip; return the JSON-ready report.
 
     ``language`` None takes each clip's language from the manifest; ``"auto"``
-    lets the model detect it.
+    lets the model detect it. Clips without a reference are scored against the
+    offline transcription only (``wer_vs_offline``, which every clip also gets).
+    ``vac`` streams with voice-activity control.
     """
+    settings = settings or ProcessorSettings()
     offline = asr.with_decode(encoder_window="full", silence_pad_s=0.0, single_pass=False)  # plain faster-whisper
+    offline_words: dict[str, tuple[Word, ...]] = {}
+    offline_s = 0.0
     clips: list[dict[str, Any]] = []
-    streaming_errors, offline_errors = ErrorCount(), ErrorCount()
-    latencies: list[float] = []
-    partial_latencies: list[float] = []
-    compute_s = audio_s = offline_s = 0.0
-    for row in tqdm(rows, desc=f"eval min-chunk {min_chunk}", disable=not progress, file=sys.stderr):
-        audio = load_audio(row.path)
-        clip_language = None if language == "auto" else language or row.language
-        processor = OnlineASRProcessor(asr, clip_language, settings)
-        run = run_stream(processor, audio, min_chunk, aware)
-        began = time.perf_counter()
-        offline_text = join_words(offline.transcribe(audio, "", clip_language).words)
-        offline_s += time.perf_counter() - began
-        s_err = count_errors(row.reference, run.text, row.language)
-        o_err = count_errors(row.reference, offline_text, row.language)
-        streaming_errors += s_err
-        offline_errors += o_err
-        latencies += run.latencies
-        partial_latencies += run.partial_latencies
-        compute_s += run.compute_s
-        seconds = len(audio) / SAMPLE_RATE
-        audio_s += seconds
-        clips.append({
-            "file": row.name,
-            "language": row.language,
-            "audio_s": round(seconds, 3),
-            "wer_streaming": round(s_err.rate, 4),
-            "wer_offline": round(o_err.rate, 4),
-            "latency_ms": percentiles_ms(run.latencies),
-            "partial_latency_ms": percentiles_ms(run.partial_latencies, ("p50", "p95")),
-            "rtf": round(run.compute_s / seconds, 3) if seconds else None,
-            "updates": run.updates,
-            "max_buffer_s": round(run.max_buffer_s, 2),
-            "streaming_text": run.text,
-            "offline_text": offline_text,
-        })
+    passes: list[_Totals] = []
+    total = _Totals()
+    for attempt in range(repeat):
+        totals = _Totals()
+        label = f"eval min-chunk {min_chunk}" + (f" run {attempt + 1}/{repeat}" if repeat > 1 else "")
+        for row in tqdm(rows, desc=label, disable=not progress, file=sys.stderr):
+            audio = load_audio(row.path)
+            clip_language = None if language == "auto" else language or row.language
+            gate = VoiceGate(vac) if vac is not None else None
+            run = run_stream(OnlineASRProcessor(asr, clip_language, settings), audio, min_chunk, aware, gate)
+            if row.name not in offline_words:
+                began = time.perf_counter()
+                offline_words[row.name] = offline.transcribe(audio, "", clip_language).words
+                offline_s += time.perf_counter() - began
+            clip, clip_totals = _score_clip(row, run, offline_words[row.name], len(audio) / SAMPLE_RATE, settings)
+            clip["run"] = attempt
+            clips.append(clip)
+            totals.add(clip_totals)
+        passes.append(totals)
+        total.add(totals)
+    wers = [p.wer for p in passes if p.wer is not None]
     return {
         "model": asr.choice.name,
         "language": language or "manifest",
@@ -159,31 +231,73 @@ def evaluate(
         "beam_size": asr.decode.beam_size,
         "encoder_window": asr.decode.encoder_window,
         "single_pass": asr.decode.single_pass,
-        "settings": dataclasses.asdict(settings or ProcessorSettings()),
-        "n_clips": len(clips),
-        "audio_s": round(audio_s, 2),
-        "wer_streaming": round(streaming_errors.rate, 4),
-        "wer_offline": round(offline_errors.rate, 4),
-        "latency_ms": percentiles_ms(latencies),
-        "partial_latency_ms": percentiles_ms(partial_latencies, ("p50", "p95")),
-        "rtf": round(compute_s / audio_s, 3) if audio_s else None,
-        "rtf_offline": round(offline_s / audio_s, 3) if audio_s else None,
+        "settings": dataclasses.asdict(settings),
+        "vac": dataclasses.asdict(vac) if vac is not None else None,
+        "n_clips": len(rows),
+        "n_referenced": sum(row.reference is not None for row in rows),
+        "audio_s": round(total.audio_s / repeat, 2),
+        **total.summary(),
+        "rtf_offline": round(offline_s * repeat / total.audio_s, 3) if total.audio_s else None,
         "peak_rss_mb": round(peak_rss_mb(), 1),
+        "repeat": repeat,
+        "runs": [p.summary() for p in passes],
+        "wer_spread": round(max(wers) - min(wers), 4) if wers else None,
+        "error_breakdown": total.breakdown.as_json(),
+        "repeated_phrases": total.repeated,
+        "error_examples": total.breakdown.examples,
         "clips": clips,
     }
+
+
+def _score_clip(row: ManifestRow, run: StreamRun, offline_words: tuple[Word, ...], seconds: float,
+                settings: ProcessorSettings) -> tuple[dict[str, Any], _Totals]:
+    """One clip's JSON entry and its share of the pooled figures."""
+    offline_text = join_words(offline_words)
+    totals = _Totals(latencies=run.latencies, partial_latencies=run.partial_latencies,
+                     end_latencies=run.end_latencies, compute_s=run.compute_s, audio_s=seconds)
+    if row.reference is not None:
+        totals.streaming = count_errors(row.reference, run.text, row.language)
+        totals.offline = count_errors(row.reference, offline_text, row.language)
+        totals.referenced = 1
+    totals.vs_offline = count_errors(offline_text, run.text, row.language)
+    totals.breakdown, totals.repeated = explain(row.name, run.trace, offline_words, row.language,
+                                                settings.max_buffer_s)
+    clip = {
+        "file": row.name,
+        "language": row.language,
+        "audio_s": round(seconds, 3),
+        **totals.summary(),
+        "updates": run.updates,
+        "max_buffer_s": round(run.max_buffer_s, 2),
+        "error_breakdown": totals.breakdown.as_json(),
+        "repeated_phrases": totals.repeated,
+        "streaming_text": run.text,
+        "offline_text": offline_text,
+    }
+    return clip, totals
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2%}"
 
 
 def markdown_table(report: dict[str, Any]) -> str:
     """One summary row, the shape docs/eval.md uses."""
     lat, part = report["latency_ms"], report["partial_latency_ms"]
-    header = "| model | min-chunk s | clips | audio s | WER stream | WER offline | latency p50/p95/max ms | partial p50 ms | RTF | peak RSS MB |"
-    rule = "|" + "---|" * 10
+    header = ("| model | min-chunk s | clips | audio s | WER stream | WER offline | WER vs offline | repeats "
+              "| latency p50/p95/max ms | partial p50 ms | RTF | peak RSS MB |")
+    rule = "|" + "---|" * 12
     row = (
         f"| {report['model']} | {report['min_chunk_s']} | {report['n_clips']} | {report['audio_s']} "
-        f"| {report['wer_streaming']:.2%} | {report['wer_offline']:.2%} "
+        f"| {_percent(report['wer_streaming'])} | {_percent(report['wer_offline'])} "
+        f"| {_percent(report['wer_vs_offline'])} | {report['repeated_ngrams']} "
         f"| {lat['p50']}/{lat['p95']}/{lat['max']} | {part['p50']} | {report['rtf']} | {report['peak_rss_mb']} |"
     )
-    return "\n".join((header, rule, row))
+    lines = [header, rule, row]
+    if report["repeat"] > 1:
+        lines.append(f"\nWER of each run: {', '.join(_percent(r['wer_streaming'] if r['wer_streaming'] is not None else r['wer_vs_offline']) for r in report['runs'])} "
+                     f"(spread {_percent(report['wer_spread'])})")
+    return "\n".join(lines)
 
 
 def write_report(report: dict[str, Any], out: str | Path | None) -> None:

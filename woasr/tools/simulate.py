@@ -10,6 +10,7 @@ costs no time (only the chunking is simulated).
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -17,6 +18,7 @@ from woasr.core.audio import SAMPLE_RATE, FloatAudio
 from woasr.core.hypothesis import normalize_token
 from woasr.core.processor import OnlineASRProcessor
 from woasr.core.records import Update, Word
+from woasr.core.vac import GateItem, UtteranceEnd, VoiceGate, feed_processor
 
 PARTIAL_MATCH_S = 0.5
 """A committed word matches a partial word with the same text ending this close to it."""
@@ -35,6 +37,9 @@ class Step:
     update: Update
     buffer_s: float
     final: bool = False
+    """The last update of the stream."""
+    finished: bool = False
+    """The update was a ``finish()`` (the stream's end, or an utterance's with voice-activity control)."""
 
 
 @dataclass(slots=True)
@@ -72,14 +77,27 @@ class PartialTracker:
         return sighting.first_seen
 
 
+RECEIVE_BLOCK_S = 0.1
+"""With voice-activity control, audio reaches the detector in blocks this long, as from a live client."""
+
+
 def simulate(
     processor: OnlineASRProcessor,
     audio: FloatAudio,
     min_chunk: float = 1.0,
     aware: bool = True,
     clock: Callable[[], float] = time.perf_counter,
+    gate: VoiceGate | None = None,
 ) -> Iterator[Step]:
-    """Feed ``audio`` in ``min_chunk`` steps; yield every update, the last from ``finish()``."""
+    """Feed ``audio`` in ``min_chunk`` steps; yield every update, the last from ``finish()``.
+
+    With a ``gate`` (voice-activity control) the detector hears the audio in
+    receive-sized blocks, silence is skipped, and an utterance end starts an
+    update at once that finishes the utterance.
+    """
+    if gate is not None:
+        yield from _simulate_gated(processor, audio, min_chunk, aware, clock, gate)
+        return
     duration = len(audio) / SAMPLE_RATE
     fed = 0.0
     now = 0.0
@@ -91,4 +109,36 @@ def simulate(
         update = processor.process() if fed < duration else processor.finish()
         compute = clock() - began
         now = start + compute if aware else start
-        yield Step(fed, now, compute, update, processor.buffer_s, final=fed >= duration)
+        yield Step(fed, now, compute, update, processor.buffer_s, final=fed >= duration, finished=fed >= duration)
+
+
+def _simulate_gated(
+    processor: OnlineASRProcessor,
+    audio: FloatAudio,
+    min_chunk: float,
+    aware: bool,
+    clock: Callable[[], float],
+    gate: VoiceGate,
+) -> Iterator[Step]:
+    duration = len(audio) / SAMPLE_RATE
+    queue: deque[GateItem] = deque()
+    pushed = fed = now = 0.0
+    gate_done = False
+    while not gate_done or queue:
+        target = min(max(fed + min_chunk, now), duration)
+        while pushed < target and not (pushed >= now and any(isinstance(i, UtteranceEnd) for i in queue)):
+            block_end = min(pushed + RECEIVE_BLOCK_S, target)
+            queue.extend(gate.push(audio[round(pushed * SAMPLE_RATE) : round(block_end * SAMPLE_RATE)]))
+            pushed = block_end
+        if pushed >= duration and not gate_done:
+            queue.extend(gate.finish())
+            gate_done = True
+        fed = pushed
+        began = clock()
+        ended = feed_processor(processor, queue)
+        final = gate_done and not queue
+        finishes = ended is not None or final
+        update = processor.finish() if finishes else processor.process()
+        compute = clock() - began
+        now = fed + compute if aware else fed
+        yield Step(fed, now, compute, update, processor.buffer_s, final=final, finished=finishes)
