@@ -1,7 +1,7 @@
 """Hallucination guards on synthetic segments."""
 
 from woasr.core.guards import GuardSettings, clean_segments, cut_repetition_loop, is_hallucination
-from woasr.core.records import Segment
+from woasr.core.records import Segment, Word
 
 from tests.fakes import words_at
 
@@ -65,3 +65,16 @@ def test_unconfirmed_improbable_tail_is_dropped_at_the_end_of_a_stream():
     words = (Word(39.08, 39.62, " themselves.", 0.99), Word(39.62, 39.9, " helps.", 0.16))
     assert drop_unconfirmed_tail(words, SETTINGS) == words[:1]
     assert drop_unconfirmed_tail(words[:1], SETTINGS) == words[:1]
+
+
+def test_a_phrase_squeezed_into_one_instant_is_cut_before_it():
+    # tedlium_gates_120s at 20 s (conv/): "speaking voice. I am recording ... voice." with the
+    # repetition at one instant before the buffer's last word; two hypotheses agreed on it.
+    heard = words_at("i am recording the sound of my speaking", 17.4, 0.3)
+    instant = [Word(20.14, 20.14, f" {t}") for t in "voice. I am recording the sound".split()]
+    last = Word(20.14, 20.6, " voice.")
+    kept = clean_segments((Segment(17.4, 20.6, tuple(heard + instant + [last])),), SETTINGS)
+    assert texts(kept) == "i am recording the sound of my speaking"
+    # Two words without duration in a row happen in fast speech and are kept.
+    fast = words_at("if", 0.0) + [Word(0.5, 0.5, " you"), Word(0.5, 0.5, " could"), Word(0.5, 0.8, " pick")]
+    assert texts(clean_segments((Segment(0, 1, tuple(fast)),), SETTINGS)) == "if you could pick"

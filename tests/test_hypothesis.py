@@ -136,3 +136,36 @@ def test_flush_until_holds_back_words_near_the_buffer_end():
     buf.insert(words_at("one two three"))
     assert texts(buf.flush(until=0.8)) == ["one", "two"]
     assert texts(buf.partial) == ["three"]
+
+
+def test_a_clause_heard_again_after_it_was_committed_is_not_committed_twice():
+    # conv/pyannote_phone_call: "so I don't hear that New Jersey now" committed, then the last
+    # update re-timed the whole clause a little later (eval's repeated_ngrams found it).
+    buf = HypothesisBuffer()
+    clause = "so i do not hear that new jersey now"
+    buf.insert(words_at(clause, 27.0, 0.3))
+    buf.insert(words_at(clause, 27.0, 0.3))
+    assert len(buf.flush()) == 9
+    buf.insert(words_at(clause + " though", 29.8, 0.05))  # re-heard, each word's middle past the end
+    assert texts(buf.commit_all()) == ["though"]
+
+
+def test_a_doubtful_agreed_word_waits_for_one_more_hypothesis():
+    # tedlium_gates_120s: "on certainty" for "uncertainty", improbable, agreed by two short-context
+    # hypotheses; the third heard it right.
+    def hypothesis(text, doubtful):
+        return [Word(w.start, w.end, w.text, 0.2 if w.text.strip() == doubtful else 0.9)
+                for w in words_at(text)]
+
+    buf = HypothesisBuffer(doubtful_below=0.5)
+    buf.insert(hypothesis("to reduce on certainty", "on"))
+    buf.insert(hypothesis("to reduce on certainty", "on"))
+    assert texts(buf.flush()) == ["to", "reduce"]
+    buf.insert(hypothesis("to reduce uncertainty and unrest", ""))
+    assert buf.flush() == ()  # the doubtful guess was never committed
+    buf.insert(hypothesis("to reduce uncertainty and unrest", ""))
+    assert texts(buf.flush()) == ["uncertainty", "and", "unrest"]
+    confident = HypothesisBuffer(doubtful_below=0.5)
+    confident.insert(words_at("to reduce"))
+    confident.insert(words_at("to reduce"))
+    assert texts(confident.flush()) == ["to", "reduce"]  # probable words need no third hypothesis

@@ -190,3 +190,37 @@ def test_initial_prompt_precedes_committed_text_and_yields_to_it():
     processor.initial_prompt = "Glossary " + "word " * 100
     prompt = processor.prompt()
     assert len(prompt) <= 200 and prompt.endswith("word one two three four five")
+
+
+class HeardASR:
+    """Hears one word per buffer and remembers how much audio each call carried."""
+
+    def __init__(self):
+        self.seconds = []
+
+    def transcribe(self, audio, prompt, language):
+        from woasr.core.records import Segment, Transcription, Word
+
+        self.seconds.append(len(audio) / 16000)
+        word = Word(0.1, min(0.5, len(audio) / 16000), " word", 0.9)
+        return Transcription((Segment(0.1, word.end, (word,)),), "en")
+
+
+def test_with_vac_silence_never_reaches_the_model_and_an_utterance_end_is_due_at_once(audio_dir):
+    from woasr.audio_io import load_audio
+    from woasr.clients.sources import to_pcm16
+    from woasr.protocol.events import SpeechStarted, UtteranceEnded
+
+    speech = to_pcm16(load_audio(audio_dir / "en" / "ljspeech_LJ001-0002.wav"))  # 1.9 s
+    silence = bytes(16000 * 2 * 4)  # 4 s of digital silence
+    asr = HeardASR()
+    session = StreamSession(OnlineASRProcessor(asr, "en"), min_chunk=10.0)  # updates only when VAC asks
+    assert session.configure({"endpointing": True})[0].options.vac
+    events = drive(session, [c[i : i + 3200] for c in (silence, speech, silence) for i in range(0, len(c), 3200)])
+    assert sum(asr.seconds) < 5.0  # of 9.9 s received, the model heard the speech (and little else)
+    kinds = [type(e) for e in events]
+    assert kinds[0] is SpeechStarted and 3.5 < events[0].time_s < 4.1
+    assert kinds.index(Final) < kinds.index(UtteranceEnded)
+    assert UtteranceEnded in kinds and not session.closed  # ended by voice activity, not by the client
+    session.close()
+    assert session.due()

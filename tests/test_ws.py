@@ -120,7 +120,8 @@ async def test_extensions_seq_words_config_partials(server, manifest):
     messages = await stream_session(server.ws_url + "/v1/listen", pcm_of(manifest, row.name),
                                     config={"partials": True, "min_chunk": 0.5, "prompt": "Printing."})
     assert messages[0]["type"] == "configured"
-    assert messages[0]["settings"] == {"language": "en", "prompt": "Printing.", "min_chunk": 0.5, "partials": True}
+    assert messages[0]["settings"] == {"language": "en", "prompt": "Printing.", "min_chunk": 0.5, "partials": True,
+                                       "vac": False, "endpointing": False}
     committed = finals(messages)
     assert [m["seq"] for m in committed] == list(range(len(committed)))
     for final in committed:
@@ -134,6 +135,32 @@ async def test_extensions_seq_words_config_partials(server, manifest):
     assert len(partials) >= 3 and any(p["text"] for p in partials)
     assert partials[-1]["text"] == ""  # the end clears the display
     assert count_errors(row.reference, text_of(messages)).rate < 0.2
+
+
+async def test_endpointing_events_come_in_order_with_plausible_times(server, manifest):
+    row = manifest["conv/pyannote_phone_call.wav"]  # silent until 6.7 s, then short turns with pauses
+    messages = await stream_session(server.ws_url, pcm_of(manifest, row.name), {"endpointing": True})
+    assert messages[0] == {"type": "configured", "settings": {**messages[0]["settings"], "vac": True,
+                                                               "endpointing": True}}
+    kinds = [m["type"] for m in messages[1:]]
+    starts = [m for m in messages if m["type"] == "speech_started"]
+    ends = [m for m in messages if m["type"] == "utterance_end"]
+    assert 6000 < starts[0]["time_ms"] < 7000 and len(ends) >= 2 and ends[0]["last_word_end_ms"] < 29000
+    assert kinds.index("speech_started") < kinds.index("final")  # speech is announced before its words
+    last_final = None
+    since_end = {"speech_started": 0, "final": 0}
+    for message in messages[1:]:
+        if message["type"] in since_end:
+            since_end[message["type"]] += 1
+        if message["type"] == "final":
+            assert message["beg_ms"] >= starts[0]["time_ms"] - 300
+            last_final = message
+        if message["type"] == "utterance_end":
+            # Every word of the utterance was sent before it, and it names the last word's end.
+            assert since_end["final"] and since_end["speech_started"], kinds
+            assert message["last_word_end_ms"] == last_final["end_ms"]
+            since_end = {"speech_started": 0, "final": 0}
+    assert count_errors(row.reference, text_of(messages)).rate < 0.35, text_of(messages)
 
 
 async def test_ready_describes_the_session(server):

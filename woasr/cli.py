@@ -53,6 +53,9 @@ def add_processor_options(parser: argparse.ArgumentParser) -> None:
                        help="seconds of new audio per update (env STREAM_MIN_CHUNK; default: 1.0)")
     group.add_argument("--agreement", type=int, default=defaults.agreement,
                        help=f"LocalAgreement-n: hypotheses that must agree (default: {defaults.agreement})")
+    group.add_argument("--doubtful-below", type=float, default=defaults.doubtful_below,
+                       help="an agreed word less probable than this waits for one more agreeing hypothesis "
+                            f"(default: {defaults.doubtful_below}; 0 = off)")
     group.add_argument("--holdback", type=float, default=defaults.holdback_s,
                        help=f"agreed words ending this close to the buffer end wait (default: {defaults.holdback_s})")
     group.add_argument("--trim", type=float, default=defaults.trim_s,
@@ -71,16 +74,17 @@ def add_processor_options(parser: argparse.ArgumentParser) -> None:
                        help=f"seconds of audio kept before and after speech (default: {vad.speech_pad_s})")
 
 
-def vad_settings(args: argparse.Namespace) -> VadSettings | None:
-    """The voice-activity settings when ``--vac`` is on, else None."""
-    if not args.vac:
+def vad_settings(args: argparse.Namespace, always: bool = False) -> VadSettings | None:
+    """The voice-activity settings when ``--vac`` is on (or ``always``), else None."""
+    if not (args.vac or always):
         return None
     return VadSettings(threshold=args.vad_threshold, min_silence_s=args.vad_min_silence, speech_pad_s=args.vad_pad)
 
 
 def processor_settings(args: argparse.Namespace) -> ProcessorSettings:
     return ProcessorSettings(
-        trim_s=args.trim, max_buffer_s=args.max_buffer, holdback_s=args.holdback, agreement=args.agreement
+        trim_s=args.trim, max_buffer_s=args.max_buffer, holdback_s=args.holdback, agreement=args.agreement,
+        doubtful_below=args.doubtful_below,
     )
 
 
@@ -204,17 +208,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
         host=args.host, tcp_port=args.tcp_port, min_chunk=args.min_chunk, idle_timeout=args.idle_timeout,
         workers=layout.workers, settings=processor_settings(args), ws_port=args.ws_port,
         ws_max_frame=args.ws_max_frame, ws_ping_interval=args.ws_ping_interval, drain_timeout=args.drain_timeout,
-        max_sessions=args.max_sessions, max_chunk=args.max_chunk,
+        max_sessions=args.max_sessions, max_chunk=args.max_chunk, vac=args.vac,
+        vad=vad_settings(args, always=True),
         metrics_port=args.metrics_port, metrics_log_interval=args.metrics_log_interval,
     )
     log.info(
         "configuration: host=%s tcp_port=%d ws_port=%d model=%s lang=%s backend=%s min_chunk=%g beam=%d "
         "encoder_window=%s device=%s compute_type=%s workers=%d threads=%d max_sessions=%d max_chunk=%gs "
-        "idle_timeout=%gs ws_max_frame=%d "
+        "vac=%s idle_timeout=%gs ws_max_frame=%d "
         "ws_ping_interval=%gs drain_timeout=%gs metrics_port=%d metrics_log_interval=%gs",
         config.host, config.tcp_port, config.ws_port, choice.name, args.lang or "auto", args.backend,
         config.min_chunk, args.beam, args.encoder_window, args.device, args.compute_type, config.workers,
-        layout.threads, config.max_sessions, config.admission_chunk,
+        layout.threads, config.max_sessions, config.admission_chunk, config.vac,
         config.idle_timeout, config.ws_max_frame, config.ws_ping_interval, config.drain_timeout,
         config.metrics_port, config.metrics_log_interval,
     )

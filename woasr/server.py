@@ -18,7 +18,7 @@ import logging
 import signal
 import socket
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from wsgiref.simple_server import WSGIServer
 
@@ -27,6 +27,7 @@ import uvicorn
 
 from woasr.asr.faster_whisper_backend import FasterWhisperASR
 from woasr.core.processor import OnlineASRProcessor, ProcessorSettings
+from woasr.core.vad import VadSettings
 from woasr.engine import LocalEngine
 from woasr.engine.admission import Admission
 from woasr.metrics import ServerMetrics
@@ -50,6 +51,10 @@ class ServerConfig:
     settings: ProcessorSettings
     ws_port: int = 0
     """WebSocket/HTTP port; 0 disables it."""
+    vac: bool = False
+    """Voice-activity control for every session (a WebSocket client may also ask for it)."""
+    vad: VadSettings = field(default_factory=VadSettings)
+    """The voice-activity detector's settings, wherever it runs."""
     ws_max_frame: int = 1 << 20
     """Largest WebSocket message accepted, in bytes; a larger one closes with 1009."""
     ws_ping_interval: float = 20.0
@@ -129,7 +134,8 @@ class StreamingService:
         asr = self.asr
         assert asr is not None, "new_session() before the model is ready"
         processor = OnlineASRProcessor(asr, asr.language, self.config.settings)
-        return StreamSession(processor, self.config.min_chunk, languages=asr.supported_languages)
+        return StreamSession(processor, self.config.min_chunk, languages=asr.supported_languages,
+                             vac=self.config.vac, vad=self.config.vad)
 
     @property
     def active_sessions(self) -> int:

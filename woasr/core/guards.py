@@ -31,6 +31,11 @@ class GuardSettings:
     """Below this a word is improbable (one sign of an invented word)."""
     min_unconfirmed_probability: float = 0.35
     """At the end of a stream, trailing words no second hypothesis confirmed need this much."""
+    max_instant_run: int = 3
+    """This many words in a row that take no time ("voice. I am recording the sound" all at
+    one instant) are words the model did not hear: the hypothesis is cut before them."""
+    instant_s: float = 0.03
+    """A word shorter than this takes no time (Whisper's timestamps have 20 ms steps)."""
 
 
 def is_hallucination(segment: Segment, settings: GuardSettings) -> bool:
@@ -100,7 +105,23 @@ def cut_repetition_loop(words: list[Word], settings: GuardSettings) -> list[Word
     return words
 
 
+def cut_instant_run(words: list[Word], settings: GuardSettings) -> list[Word]:
+    """Keep words up to a run of words that all take no time.
+
+    When Whisper runs out of audio it sometimes repeats the buffer's last phrase
+    squeezed into one instant before the final word; two hypotheses can agree on
+    it, and it would be committed as a phrase said twice.
+    """
+    run = 0
+    for i, word in enumerate(words):
+        run = run + 1 if word.end - word.start < settings.instant_s else 0
+        if run >= settings.max_instant_run:
+            return words[: i + 1 - run]
+    return words
+
+
 def clean_segments(segments: tuple[Segment, ...], settings: GuardSettings) -> list[Word]:
-    """The hypothesis' words without hallucinated segments, loops and an invented tail."""
+    """The hypothesis' words without hallucinated segments, loops, instant runs and an invented tail."""
     words = [w for s in segments if not is_hallucination(s, settings) for w in s.words]
-    return list(drop_trailing_anomalies(tuple(cut_repetition_loop(words, settings)), settings))
+    words = cut_instant_run(cut_repetition_loop(words, settings), settings)
+    return list(drop_trailing_anomalies(tuple(words), settings))

@@ -8,8 +8,9 @@ from collections import deque
 
 from woasr.core.records import Word
 
-MAX_OVERLAP_NGRAM = 5
-"""Longest n-gram at the head of a hypothesis checked against the committed tail."""
+MAX_OVERLAP_NGRAM = 10
+"""Longest n-gram at the head of a hypothesis checked against the committed tail (a phrase
+Whisper hears again after a buffer cut can be a whole clause: eval's ``repeated_ngrams``)."""
 
 OVERLAP_WINDOW_S = 1.0
 """A hypothesis head is compared with the committed tail unless it starts this long after it."""
@@ -33,18 +34,21 @@ class HypothesisBuffer:
     hypothesis is the partial (:attr:`partial`).
 
     Guarantees: a committed word is never committed again (words whose middle
-    lies before the end of the last committed word are ignored, and a 1-5 word
+    lies before the end of the last committed word are ignored, and a 1-10 word
     n-gram that repeats the committed tail at the head of a hypothesis is
     removed), and the committed words are in time order without overlapping:
     Whisper re-times words a little from one buffer to the next, so a word
     that starts before the last committed end is made to start there.
     """
 
-    def __init__(self, agreement: int = 2) -> None:
+    def __init__(self, agreement: int = 2, doubtful_below: float = 0.0) -> None:
         if agreement < 1:
             raise ValueError("agreement must be at least 1")
         self.agreement = agreement
-        self._hypotheses: deque[list[Word]] = deque(maxlen=agreement)
+        self.doubtful_below = doubtful_below
+        """An agreed word whose probability is below this in any agreeing hypothesis waits
+        for one more hypothesis to agree (0: off)."""
+        self._hypotheses: deque[list[Word]] = deque(maxlen=agreement + 1)
         self._committed_tail: deque[Word] = deque(maxlen=MAX_OVERLAP_NGRAM)
         self.last_committed_end = 0.0
 
@@ -70,11 +74,14 @@ class HypothesisBuffer:
         limit = len(newest)
         if until is not None:
             limit = next((i for i, w in enumerate(newest) if w.end > until), limit)
+        voters = list(self._hypotheses)[-self.agreement :]
+        elder = self._hypotheses[0] if len(self._hypotheses) > self.agreement else None
         agreed = 0
-        while agreed < limit and all(
-            agreed < len(h) and normalize_token(h[agreed].text) == normalize_token(newest[agreed].text)
-            for h in self._hypotheses
-        ):
+        while agreed < limit and _agree(voters, agreed, newest[agreed]):
+            if any(h[agreed].probability < self.doubtful_below for h in voters) and (
+                elder is None or not _agree([elder], agreed, newest[agreed])
+            ):
+                break  # a doubtful word needs one more hypothesis on its side
             agreed += 1
         return self._commit(agreed)
 
@@ -133,3 +140,9 @@ class HypothesisBuffer:
         self._hypotheses.clear()
         self._committed_tail.clear()
         self.last_committed_end = 0.0
+
+
+def _agree(hypotheses: list[list[Word]], index: int, word: Word) -> bool:
+    """Whether every hypothesis has ``word`` (case, punctuation aside) at ``index``."""
+    key = normalize_token(word.text)
+    return all(index < len(h) and normalize_token(h[index].text) == key for h in hypotheses)

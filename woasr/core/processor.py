@@ -45,6 +45,8 @@ class ProcessorSettings:
     """Committed text fed back as Whisper's prompt, at most this many characters."""
     agreement: int = 2
     """LocalAgreement-n: how many consecutive hypotheses must agree to commit."""
+    doubtful_below: float = 0.0
+    """An agreed word this improbable in an agreeing hypothesis waits for one more (0: off)."""
     guards: GuardSettings = field(default_factory=GuardSettings)
 
 
@@ -88,7 +90,7 @@ class OnlineASRProcessor:
         """Absolute sample index of ``audio[0]``."""
         self.processed_until = 0
         """Absolute sample index up to which audio has been transcribed."""
-        self.hypothesis = HypothesisBuffer(self.settings.agreement)
+        self.hypothesis = HypothesisBuffer(self.settings.agreement, self.settings.doubtful_below)
         self._context: deque[Word] = deque(maxlen=64)
         self._segment_ends: list[float] = []
         self._request_pad_s = 0.0

@@ -68,6 +68,24 @@ class Configured:
     options: SessionOptions
 
 
+@dataclass(frozen=True, slots=True)
+class SpeechStarted:
+    """Endpointing: the voice-activity detector heard speech start at ``time_s`` (stream seconds).
+
+    Sent as soon as it is detected, before the finals of that speech."""
+
+    time_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class UtteranceEnded:
+    """Endpointing: the speaker stopped; every word of the utterance has been sent in finals.
+
+    ``last_word_end_s`` is the end of the utterance's last committed word."""
+
+    last_word_end_s: float
+
+
 CAPACITY = "capacity"
 """The :class:`Error` code of a session refused because the server is at capacity (every transport)."""
 
@@ -89,6 +107,10 @@ class SessionOptions:
     prompt: str = ""
     min_chunk: float = 1.0
     partials: bool = False
+    vac: bool = False
+    """Voice-activity control: silence is not transcribed; an utterance is finished when speech ends."""
+    endpointing: bool = False
+    """Send ``speech_started`` and ``utterance_end`` events (turns ``vac`` on)."""
 
 
-Event = Final | Partial | Flushed | Configured | Error
+Event = Final | Partial | Flushed | Configured | Error | SpeechStarted | UtteranceEnded

@@ -14,7 +14,17 @@ from typing import Any
 
 from woasr.core.audio import SAMPLE_RATE
 from woasr.protocol.commands import Close, Command, Configure, Flush
-from woasr.protocol.events import Configured, Error, Event, Final, Flushed, Partial, SessionOptions
+from woasr.protocol.events import (
+    Configured,
+    Error,
+    Event,
+    Final,
+    Flushed,
+    Partial,
+    SessionOptions,
+    SpeechStarted,
+    UtteranceEnded,
+)
 
 CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
@@ -50,6 +60,8 @@ def options_json(options: SessionOptions) -> dict[str, Any]:
         "prompt": options.prompt,
         "min_chunk": options.min_chunk,
         "partials": options.partials,
+        "vac": options.vac,
+        "endpointing": options.endpointing,
     }
 
 
@@ -85,6 +97,10 @@ def encode_event(event: Event) -> str:
         return _dump({"type": "partial", "text": event.text, "beg_ms": event.beg_ms, "end_ms": event.end_ms})
     if isinstance(event, Flushed):
         return _dump({"type": "flushed"})
+    if isinstance(event, SpeechStarted):
+        return _dump({"type": "speech_started", "time_ms": round(event.time_s * 1000)})
+    if isinstance(event, UtteranceEnded):
+        return _dump({"type": "utterance_end", "last_word_end_ms": round(event.last_word_end_s * 1000)})
     if isinstance(event, Configured):
         return _dump({"type": "configured", "settings": options_json(event.options)})
     return _dump({"type": "error", "code": event.code, "message": event.message})

@@ -19,16 +19,29 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+from collections import deque
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from woasr.core.audio import SAMPLE_RATE, FloatAudio, pcm16le_to_float32
+from woasr.core.audio import SAMPLE_RATE, pcm16le_to_float32
 from woasr.core.processor import OnlineASRProcessor
 from woasr.core.records import Transcription, TranscriptionRequest, Update, Word
+from woasr.core.vac import GateItem, Speech, UtteranceEnd, VoiceGate, feed_processor, item_samples
+from woasr.core.vad import SpeechStart, VadSettings
 from woasr.protocol.commands import Close, Command, Flush
-from woasr.protocol.events import Configured, Error, Event, Final, Flushed, Partial, SessionOptions
+from woasr.protocol.events import (
+    Configured,
+    Error,
+    Event,
+    Final,
+    Flushed,
+    Partial,
+    SessionOptions,
+    SpeechStarted,
+    UtteranceEnded,
+)
 
 MIN_CHUNK_RANGE = (0.1, 30.0)
 """Seconds of new audio per update a client may ask for."""
@@ -57,7 +70,9 @@ class StreamSession:
     """Turns PCM16LE bytes and commands into finals (and optional partials) for one client.
 
     ``languages`` are the codes the model accepts (None: any); an English-only
-    model passes ``("en",)``.
+    model passes ``("en",)``. ``vac`` turns voice-activity control on from the
+    start; ``vad`` are the detector's settings whenever it is on (a client may
+    turn it on with ``config``).
     """
 
     def __init__(
@@ -66,15 +81,25 @@ class StreamSession:
         min_chunk: float = 1.0,
         partials: bool = False,
         languages: Collection[str] | None = None,
+        vac: bool = False,
+        vad: VadSettings | None = None,
     ) -> None:
         self.processor = processor
         self.languages = languages
-        self.options = SessionOptions(processor.language, processor.initial_prompt, min_chunk, partials)
+        self.vad = vad or VadSettings()
+        self.options = SessionOptions(processor.language, processor.initial_prompt, min_chunk, partials, vac)
         self.stats = SessionStats()
         self.closed = False
         self._carry = b""
-        self._inbox: list[FloatAudio] = []
+        self._gate: VoiceGate | None = None
+        self._inbox: deque[GateItem] = deque()
+        """Received audio not yet given to the processor, with voice-activity markers."""
         self._inbox_samples = 0
+        self._utterance_ends = 0
+        """Utterance ends waiting in the inbox: each makes an update due at once."""
+        self._job_ends_utterance = False
+        self._spoke_since_end = False
+        self._deferred: list[Event] = []
         self._received_samples = 0
         self._arrivals: list[tuple[int, float]] = []
         """(absolute sample index just past a chunk, arrival time); pruned as words commit."""
@@ -120,6 +145,8 @@ class StreamSession:
             if isinstance(checked, Error):
                 return [checked]
             changes[name] = checked
+        if changes.get("endpointing"):
+            changes["vac"] = True  # an utterance ends where voice activity does
         self.options = dataclasses.replace(self.options, **changes)
         self.processor.language = self.options.language
         self.processor.initial_prompt = self.options.prompt
@@ -145,11 +172,12 @@ class StreamSession:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
                 return Error("bad_value", f"min_chunk must be a number of seconds from {low:g} to {high:g}")
             return float(value)
-        if name == "partials":
+        if name in ("partials", "vac", "endpointing"):
             if not isinstance(value, bool):
-                return Error("bad_value", "partials must be true or false")
+                return Error("bad_value", f"{name} must be true or false")
             return value
-        return Error("unknown_field", f"unknown config field {name!r} (known: language, prompt, min_chunk, partials)")
+        return Error("unknown_field", f"unknown config field {name!r} "
+                                      "(known: language, prompt, min_chunk, partials, vac, endpointing)")
 
     # -- input ---------------------------------------------------------------
     def receive_audio(self, data: bytes, now: float) -> list[Event]:
@@ -159,16 +187,31 @@ class StreamSession:
         data = self._carry + data
         usable = len(data) - len(data) % 2
         self._carry = data[usable:]
-        if usable:
-            if not self._inbox:
-                self._inbox_since = now
-            samples = pcm16le_to_float32(data[:usable])
-            self._inbox.append(samples)
-            self._inbox_samples += len(samples)
-            self._received_samples += len(samples)
-            self._arrivals.append((self._received_samples, now))
-            self.stats.audio_s = self._received_samples / SAMPLE_RATE
-        return []
+        if not usable:
+            return []
+        if not self._inbox:
+            self._inbox_since = now
+        samples = pcm16le_to_float32(data[:usable])
+        self._received_samples += len(samples)
+        self._arrivals.append((self._received_samples, now))
+        self.stats.audio_s = self._received_samples / SAMPLE_RATE
+        if self.options.vac:
+            self._gate = self._gate or VoiceGate(self.vad)
+            return self._queue(self._gate.push(samples))
+        return self._queue([Speech(samples)])
+
+    def _queue(self, items: list[GateItem]) -> list[Event]:
+        """Put settled audio and utterance ends in the inbox; return endpointing events."""
+        events: list[Event] = []
+        for item in items:
+            if isinstance(item, SpeechStart):
+                if self.options.endpointing:
+                    events.append(SpeechStarted(item.time))
+                continue
+            self._inbox.append(item)
+            self._inbox_samples += item_samples(item)
+            self._utterance_ends += isinstance(item, UtteranceEnd)
+        return events
 
     def request_flush(self) -> None:
         """Commit everything received so far at the next opportunity, then say so."""
@@ -176,6 +219,8 @@ class StreamSession:
 
     def close(self) -> None:
         """No more audio will come; the next :meth:`start_update` is the final one."""
+        if self._gate is not None and not self.closed:
+            self._deferred += self._queue(self._gate.finish())
         self.closed = True
 
     # -- work ----------------------------------------------------------------
@@ -188,7 +233,8 @@ class StreamSession:
         """Whether an update should run now (enough new audio, a flush, or the end)."""
         if self._busy:
             return False
-        return self.pending_s >= self.min_chunk or self._flush_requested or (self.closed and not self._finished)
+        return (self.pending_s >= self.min_chunk or self._flush_requested or self._utterance_ends > 0
+                or (self.closed and not self._finished))
 
     def start_update(self) -> TranscriptionRequest | None:
         """Move received audio into the processor; return the model call the update needs.
@@ -199,20 +245,24 @@ class StreamSession:
         self._busy = True
         self.stats.last_chunk_s = self.pending_s
         self.update_since, self._inbox_since = self._inbox_since, None
+        ended = feed_processor(self.processor, self._inbox) is not None
+        while self.closed and self._inbox:  # the last update takes everything
+            ended = feed_processor(self.processor, self._inbox) is not None or ended
+        self._inbox_samples = sum(item_samples(item) for item in self._inbox)
+        self._utterance_ends = sum(isinstance(item, UtteranceEnd) for item in self._inbox)
         if self._inbox:
-            self.processor.insert_audio(np.concatenate(self._inbox))
-            self._inbox.clear()
-            self._inbox_samples = 0
+            self._inbox_since = self.update_since
+        self._job_ends_utterance = ended
         self._job_finishes = self.closed
         self._job_flushes = self._flush_requested
         self._flush_requested = False
-        if self._job_finishes or self._job_flushes:
+        if self._job_finishes or self._job_flushes or self._job_ends_utterance:
             return self.processor.finish_request()
         return self.processor.prepare()
 
     def complete_update(self, result: Transcription | None, now: float) -> list[Event]:
         """Events for the result of the request :meth:`start_update` returned (None for none)."""
-        if self._job_finishes or self._job_flushes:
+        if self._job_finishes or self._job_flushes or self._job_ends_utterance:
             update = self.processor.apply_finish(result)
         elif result is not None:
             update = self.processor.apply(result)
@@ -220,13 +270,17 @@ class StreamSession:
             update = Update(partial=self.processor.hypothesis.partial)
         self._busy = False
         self.stats.updates += 1
-        events: list[Event] = []
+        events, self._deferred = self._deferred, []
         if update.committed:
             latencies = [now - self._arrival_of(w.end) for w in update.committed]
             events.append(Final(self._seq, update.committed, lag_s=latencies[-1]))
             self._seq += 1
             self.stats.committed_words += len(update.committed)
             self.stats.latencies += latencies
+            self._spoke_since_end = True
+        if self._job_ends_utterance and self._spoke_since_end and self.options.endpointing:
+            events.append(UtteranceEnded(self.processor.hypothesis.last_committed_end))
+            self._spoke_since_end = False
         if self.partials:
             for partial in self._partial_if_changed(update.partial):
                 events.append(partial)
