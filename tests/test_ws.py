@@ -154,6 +154,7 @@ async def test_endpointing_events_come_in_order_with_plausible_times(server, man
             since_end[message["type"]] += 1
         if message["type"] == "final":
             assert message["beg_ms"] >= starts[0]["time_ms"] - 300
+            assert since_end["speech_started"], kinds  # no final before its utterance's start
             last_final = message
         if message["type"] == "utterance_end":
             # Every word of the utterance was sent before it, and it names the last word's end.

@@ -100,6 +100,9 @@ class StreamSession:
         self._job_ends_utterance = False
         self._spoke_since_end = False
         self._deferred: list[Event] = []
+        self._held_starts: list[Event] = []
+        """Speech starts heard while the previous utterance is still being finished: they are
+        sent after its ``utterance_end``, so that events never run ahead of finals."""
         self._received_samples = 0
         self._arrivals: list[tuple[int, float]] = []
         """(absolute sample index just past a chunk, arrival time); pruned as words commit."""
@@ -206,7 +209,8 @@ class StreamSession:
         for item in items:
             if isinstance(item, SpeechStart):
                 if self.options.endpointing:
-                    events.append(SpeechStarted(item.time))
+                    finishing = self._utterance_ends or (self._busy and self._job_ends_utterance)
+                    (self._held_starts if finishing else events).append(SpeechStarted(item.time))
                 continue
             self._inbox.append(item)
             self._inbox_samples += item_samples(item)
@@ -278,9 +282,12 @@ class StreamSession:
             self.stats.committed_words += len(update.committed)
             self.stats.latencies += latencies
             self._spoke_since_end = True
-        if self._job_ends_utterance and self._spoke_since_end and self.options.endpointing:
-            events.append(UtteranceEnded(self.processor.hypothesis.last_committed_end))
-            self._spoke_since_end = False
+        if self._job_ends_utterance:
+            if self._spoke_since_end and self.options.endpointing:
+                events.append(UtteranceEnded(self.processor.hypothesis.last_committed_end))
+                self._spoke_since_end = False
+            events += self._held_starts
+            self._held_starts = []
         if self.partials:
             for partial in self._partial_if_changed(update.partial):
                 events.append(partial)
