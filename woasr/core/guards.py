@@ -24,7 +24,11 @@ class GuardSettings:
     max_compression_ratio: float = 2.4
     """gzip ratio of a segment's text above which it is a repetition loop."""
     max_loop_repeats: int = 2
-    """An n-gram (n >= 2) may follow itself this many times before the rest is cut."""
+    """A two-word phrase may occur this many times in a row before the rest is cut ("no way, no way")."""
+    max_phrase_repeats: int = 1
+    """A phrase of three or more words may occur this many times in a row: Whisper repeats the
+    buffer's last clause when it runs out of audio ("Not so much. Not so much."), people
+    rarely say a whole clause twice back to back (and the next hypothesis would hear it again)."""
     max_word_repeats: int = 4
     """A single word may repeat this many times in a row before the rest is cut."""
     min_word_probability: float = 0.15
@@ -86,14 +90,14 @@ def drop_unconfirmed_tail(words: tuple[Word, ...], settings: GuardSettings) -> t
 def cut_repetition_loop(words: list[Word], settings: GuardSettings) -> list[Word]:
     """Keep words up to the point where a phrase starts repeating itself too often.
 
-    "the the" and "no, no, no" are speech; "in being modern. in being modern.
-    in being modern." is a decoder loop. The first occurrences are kept, the
-    loop is cut.
+    "the the" and "no, no, no" are speech; "in being modern. in being modern."
+    is a decoder loop. The first occurrences are kept, the loop is cut.
     """
     tokens = [normalize_token(w.text) for w in words]
     for start in range(len(tokens)):
         for size in range(1, (len(tokens) - start) // 2 + 1):
-            allowed = settings.max_word_repeats if size == 1 else settings.max_loop_repeats
+            allowed = (settings.max_word_repeats if size == 1 else
+                       settings.max_loop_repeats if size == 2 else settings.max_phrase_repeats)
             phrase = tokens[start : start + size]
             repeats = 1
             at = start + size
