@@ -83,3 +83,34 @@ def test_a_phrase_squeezed_into_one_instant_is_cut_before_it():
     # Two words without duration in a row happen in fast speech and are kept.
     fast = words_at("if", 0.0) + [Word(0.5, 0.5, " you"), Word(0.5, 0.5, " could"), Word(0.5, 0.8, " pick")]
     assert texts(clean_segments((Segment(0, 1, tuple(fast)),), SETTINGS)) == "if you could pick"
+
+
+def test_words_the_detector_heard_no_speech_in_are_dropped():
+    # conv/gentle_lucier_room.wav: "thank you very much" committed in a pause of the speaker.
+    from woasr.core.guards import drop_words_in_silence
+
+    speech = {(0.0, 2.0): 0.9, (2.0, 4.0): 0.05}  # speech, then a pause
+
+    def peak(start, end):
+        if start >= 4.0:
+            return None  # not heard yet: kept
+        return max(p for (a, b), p in speech.items() if a < end and b > start)
+
+    words = words_at("so i regard", 0.5) + words_at("thank you", 2.8) + words_at("later", 4.5)
+    settings = GuardSettings(min_speech_probability=0.1)
+    assert texts(drop_words_in_silence(words, peak, settings)) == "so i regard later"
+
+
+def test_the_speech_trace_tells_speech_from_silence(audio_dir):
+    from woasr.audio_io import load_audio
+    from woasr.core.vad import SpeechTrace
+
+    audio = load_audio(audio_dir / "conv" / "gentle_lucier_room.wav")[: 30 * 16000]
+    trace = SpeechTrace()
+    for at in range(0, len(audio), 1600):
+        trace.feed(audio[at : at + 1600])
+    # The pause where "thank you very much" was committed, and "I am sitting in a room".
+    assert trace.peak(14.9, 15.8) < 0.1 < 0.8 < trace.peak(6.5, 8.5)
+    assert trace.peak(29.0, 31.0) is None  # not fed that far
+    trace.forget_before(10.0)
+    assert trace.peak(6.5, 8.5) is None and trace.peak(10.5, 11.0) is not None

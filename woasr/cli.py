@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -10,6 +11,7 @@ from collections.abc import Sequence
 
 from woasr.asr.models import ModelUnavailableError
 from woasr.config import DEFAULT_TCP_PORT, DEFAULT_WS_PORT, default_host, env, env_bool, env_float, env_int
+from woasr.core.guards import GuardSettings
 from woasr.core.processor import ProcessorSettings
 from woasr.core.vad import VadSettings
 
@@ -56,6 +58,10 @@ def add_processor_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--doubtful-below", type=float, default=defaults.doubtful_below,
                        help="an agreed word less probable than this waits for one more agreeing hypothesis "
                             f"(default: {defaults.doubtful_below}; 0 = off)")
+    group.add_argument("--speech-guard", type=float, default=defaults.guards.min_speech_probability,
+                       help="drop hypothesised words during which the voice-activity detector's speech "
+                            "probability never reached this (words invented in pauses; default: "
+                            f"{defaults.guards.min_speech_probability}, 0 = off)")
     group.add_argument("--holdback", type=float, default=defaults.holdback_s,
                        help=f"agreed words ending this close to the buffer end wait (default: {defaults.holdback_s})")
     group.add_argument("--trim", type=float, default=defaults.trim_s,
@@ -85,6 +91,7 @@ def processor_settings(args: argparse.Namespace) -> ProcessorSettings:
     return ProcessorSettings(
         trim_s=args.trim, max_buffer_s=args.max_buffer, holdback_s=args.holdback, agreement=args.agreement,
         doubtful_below=args.doubtful_below,
+        guards=dataclasses.replace(GuardSettings(), min_speech_probability=args.speech_guard),
     )
 
 

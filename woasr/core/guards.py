@@ -7,6 +7,7 @@ hypotheses of the same audio tend to agree on the same invention.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from woasr.core.hypothesis import normalize_token
@@ -40,6 +41,10 @@ class GuardSettings:
     one instant) are words the model did not hear: the hypothesis is cut before them."""
     instant_s: float = 0.03
     """A word shorter than this takes no time (Whisper's timestamps have 20 ms steps)."""
+    min_speech_probability: float = 0.0
+    """A word during which (give or take ``speech_margin_s``) no 32 ms frame reached this speech
+    probability of the voice-activity detector was said in silence: dropped (0: off)."""
+    speech_margin_s: float = 0.2
 
 
 def is_hallucination(segment: Segment, settings: GuardSettings) -> bool:
@@ -129,3 +134,20 @@ def clean_segments(segments: tuple[Segment, ...], settings: GuardSettings) -> li
     words = [w for s in segments if not is_hallucination(s, settings) for w in s.words]
     words = cut_instant_run(cut_repetition_loop(words, settings), settings)
     return list(drop_trailing_anomalies(tuple(words), settings))
+
+
+def drop_words_in_silence(words: list[Word], peak: Callable[[float, float], float | None],
+                          settings: GuardSettings) -> list[Word]:
+    """The words without those the voice-activity detector heard no speech in.
+
+    ``peak(start, end)`` is the highest speech probability of that span (None: not
+    heard yet, the word is kept). Whisper fills pauses with "Thank you." and
+    similar; consecutive hypotheses of the same pause may agree on it.
+    """
+    margin = settings.speech_margin_s
+    kept = []
+    for word in words:
+        probability = peak(word.start - margin, word.end + margin)
+        if probability is None or probability >= settings.min_speech_probability:
+            kept.append(word)
+    return kept

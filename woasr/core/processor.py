@@ -10,9 +10,10 @@ import numpy as np
 import numpy.typing as npt
 
 from woasr.core.audio import SAMPLE_RATE, FloatAudio, to_float32
-from woasr.core.guards import GuardSettings, clean_segments, drop_unconfirmed_tail
+from woasr.core.guards import GuardSettings, clean_segments, drop_unconfirmed_tail, drop_words_in_silence
 from woasr.core.hypothesis import HypothesisBuffer
 from woasr.core.records import Transcription, TranscriptionRequest, Update, Word, join_words
+from woasr.core.vad import SpeechTrace
 
 SENTENCE_ENDS = (".", "?", "!", "。", "？", "！")
 
@@ -95,6 +96,8 @@ class OnlineASRProcessor:
         self._segment_ends: list[float] = []
         self._request_pad_s = 0.0
         self.detected_language: str | None = None
+        self._speech = SpeechTrace() if self.settings.guards.min_speech_probability > 0 else None
+        """Speech probabilities of the buffer, for the guard against words said in silence."""
 
     @property
     def buffer_s(self) -> float:
@@ -110,6 +113,8 @@ class OnlineASRProcessor:
         chunk = to_float32(samples)
         if chunk.size:
             self.audio = np.concatenate([self.audio, chunk])
+            if self._speech is not None:
+                self._speech.feed(chunk)
 
     def skip_silence(self, samples: npt.ArrayLike) -> None:
         """Let the timeline pass over audio the model need not hear (voice-activity control).
@@ -123,6 +128,8 @@ class OnlineASRProcessor:
             return
         count = len(np.asarray(samples))
         self.buffer_offset += count
+        if self._speech is not None:
+            self._speech.skip(count)
         self.processed_until = max(self.processed_until, self.buffer_offset)
 
     def process(self) -> Update:
@@ -154,12 +161,19 @@ class OnlineASRProcessor:
             result = result.clipped(self.buffer_s)  # nothing was said in the padding
         if self.language is None and result.language and self.buffer_s >= LANGUAGE_LOCK_S:
             self.detected_language = result.language
-        self.hypothesis.insert([w.shifted(offset) for w in clean_segments(result.segments, self.settings.guards)])
+        self.hypothesis.insert(self.heard(result, offset))
         self._segment_ends = [s.end + offset for s in result.segments if s.words]
         until = self.received_until / SAMPLE_RATE - self.settings.holdback_s
         committed = self._remember(self.hypothesis.flush(until))
         committed += self._keep_buffer_short()
         return Update(committed, self.hypothesis.partial)
+
+    def heard(self, result: Transcription, offset: float) -> list[Word]:
+        """The words of a result that pass every guard, moved to stream time by ``offset``."""
+        words = [w.shifted(offset) for w in clean_segments(result.segments, self.settings.guards)]
+        if self._speech is not None:
+            words = drop_words_in_silence(words, self._speech.peak, self.settings.guards)
+        return words
 
     def finish(self) -> Update:
         """End of stream (or flush): transcribe unprocessed audio and commit what is left.
@@ -245,3 +259,5 @@ class OnlineASRProcessor:
         cut = min(max(round(at_seconds * SAMPLE_RATE), self.buffer_offset), self.received_until)
         self.audio = self.audio[cut - self.buffer_offset :]
         self.buffer_offset = cut
+        if self._speech is not None:
+            self._speech.forget_before(cut / SAMPLE_RATE - 1.0)

@@ -283,3 +283,44 @@ class VoiceActivityDetector:
         end = min(self._last_voiced_end + self._pad, detected_at)
         self._in_speech, self._previous_end = False, end
         return SpeechEnd(end / SAMPLE_RATE, detected_at / SAMPLE_RATE)
+
+
+class SpeechTrace:
+    """Frame speech probabilities of the recent stream: was anything said between two times?
+
+    A guard asks it about each hypothesised word; words the model puts where the
+    detector heard no speech at all are invented ("Thank you." in a pause).
+    """
+
+    def __init__(self, model: SileroVadModel | None = None) -> None:
+        self._detector = VoiceActivityDetector(model=model)
+        self._probabilities: npt.NDArray[np.float32] = np.zeros(0, np.float32)
+        self._first_frame = 0
+        """Stream index of the frame ``_probabilities[0]`` belongs to."""
+
+    def feed(self, samples: npt.ArrayLike) -> None:
+        """The next samples of the stream (any length)."""
+        self._detector.feed(samples)
+        fresh = self._detector.last_probabilities
+        if len(fresh):
+            self._probabilities = np.concatenate([self._probabilities, fresh])
+
+    def skip(self, samples: int) -> None:
+        """Samples the stream passed over without feeding them: they count as silence."""
+        self.feed(np.zeros(samples, np.float32))
+
+    def forget_before(self, seconds: float) -> None:
+        """Drop what lies before ``seconds`` (the audio buffer was cut there)."""
+        drop = min(int(seconds / FRAME_S) - self._first_frame, len(self._probabilities))
+        if drop > 0:
+            self._probabilities = self._probabilities[drop:]
+            self._first_frame += drop
+
+    def peak(self, start: float, end: float) -> float | None:
+        """The highest speech probability of the frames overlapping ``[start, end]`` seconds
+        (None where no frame of that span has been heard yet)."""
+        first = max(int(start / FRAME_S) - self._first_frame, 0)
+        last = math.ceil(end / FRAME_S) - self._first_frame
+        if last <= first or last > len(self._probabilities):
+            return None
+        return float(self._probabilities[first:last].max())

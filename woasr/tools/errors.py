@@ -29,14 +29,13 @@ insertions) is put under one mechanism, checked in this order:
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import jiwer
 
 from woasr.core.audio import SAMPLE_RATE, FloatAudio
-from woasr.core.guards import GuardSettings, clean_segments
 from woasr.core.hypothesis import normalize_token
 from woasr.core.processor import ASRBackend
 from woasr.core.records import Transcription, Word
@@ -96,15 +95,16 @@ class UpdateTrace:
 
 
 def trace_update(call: ModelCall | None, buffer_start: float, pad_s: float, committed: tuple[Word, ...],
-                 final: bool, guards: GuardSettings) -> UpdateTrace:
+                 final: bool, heard: Callable[[Transcription, float], list[Word]]) -> UpdateTrace:
     """The trace of one update from the model call it made (if any); ``pad_s`` is the
-    silence the processor appended to the buffer for that call."""
+    silence the processor appended to the buffer for that call, ``heard`` the processor's
+    guards (:meth:`~woasr.core.processor.OnlineASRProcessor.heard`)."""
     if call is None:
         return UpdateTrace(buffer_start, 0.0, (), (), committed, "", final)
     buffer_s = call.audio_s - pad_s
     result = call.result.clipped(buffer_s)
     raw = tuple(w.shifted(buffer_start) for w in result.words)
-    kept = Counter((w.text, round(w.start + buffer_start, 3)) for w in clean_segments(result.segments, guards))
+    kept = Counter((w.text, round(w.start, 3)) for w in heard(result, buffer_start))
     dropped = []
     for word in raw:
         key = (word.text, round(word.start, 3))

@@ -102,7 +102,7 @@ def run_stream(processor: OnlineASRProcessor, audio: FloatAudio, min_chunk: floa
             run.max_buffer_s = max(run.max_buffer_s, step.buffer_s)
             pad = settings.finish_pad_s if step.finished else 0.0
             run.trace.append(trace_update(recorder.take(), buffer_start, pad, step.update.committed, step.final,
-                                          settings.guards))
+                                          processor.heard))
             buffer_start = processor.buffer_offset / SAMPLE_RATE
             for word in step.update.committed:
                 run.committed.append(word)
