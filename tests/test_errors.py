@@ -25,6 +25,10 @@ def test_a_phrase_streaming_repeats_counts_once_and_a_real_repetition_not_at_all
     said_twice = "no no no we said it we said it".split()
     assert repeated_phrases(said_twice, said_twice) == []  # offline has it too: the speaker repeated himself
     assert repeated_phrases("a b c d".split(), "x y z".split()) == []  # differences are not repeats
+    # unref/ibm_culture_2min: a misheard word that recreates a phrase is a substitution, not a repeat.
+    misheard = "this non discrimination policy was expanded and its non discrimination policy".split()
+    heard = "this non discrimination policy was expanded and its non discrimination policies".split()
+    assert repeated_phrases(misheard, heard) == []
 
 
 def mechanisms(trace: list[UpdateTrace], offline: list[Word]) -> dict[str, int]:

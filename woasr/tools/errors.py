@@ -127,26 +127,43 @@ def _tokens(words: Iterable[tuple[Word, int]], language: str) -> list[_Token]:
 
 
 def repeated_phrases(stream: Sequence[str], offline: Sequence[str], n: int = REPEAT_N) -> list[str]:
-    """Phrases of ``n`` or more tokens that the streaming text repeats more often than offline.
+    """Phrases of ``n`` or more tokens that the streaming text has twice where offline has them once.
 
-    A speaker who really says something twice shows it offline too; what
-    streaming has twice and offline once is a phrase committed twice.
+    An occurrence counts when streaming has the phrase more often than offline
+    and most of its words have no counterpart in the offline text (they are
+    insertions in the alignment): a speaker who really says something twice
+    shows it offline too, and a misheard word that happens to recreate a phrase
+    ("policy" for "policies") is a substitution, not a phrase committed twice.
     """
+    inserted = _inserted(stream, offline)
     allowed = Counter(tuple(offline[i : i + n]) for i in range(len(offline) - n + 1))
     seen: Counter[tuple[str, ...]] = Counter()
     excess: list[int] = []
     for i in range(len(stream) - n + 1):
         gram = tuple(stream[i : i + n])
         seen[gram] += 1
-        if seen[gram] >= 2 and seen[gram] > allowed[gram]:
+        if seen[gram] >= 2 and seen[gram] > allowed[gram] and 2 * sum(inserted[i : i + n]) > n:
             excess.append(i)
     runs: list[list[int]] = []
     for i in excess:
-        if runs and i == runs[-1][-1] + 1:
+        if runs and i <= runs[-1][-1] + n:
             runs[-1].append(i)
         else:
             runs.append([i])
     return [" ".join(stream[run[0] : run[-1] + n]) for run in runs]
+
+
+def _inserted(stream: Sequence[str], offline: Sequence[str]) -> list[bool]:
+    """Per streaming token: whether the alignment with the offline tokens makes it an insertion."""
+    if not stream:
+        return []
+    if not offline:
+        return [True] * len(stream)
+    mask = [False] * len(stream)
+    for chunk in jiwer.process_words(" ".join(offline), " ".join(stream)).alignments[0]:
+        if chunk.type == "insert":
+            mask[chunk.hyp_start_idx : chunk.hyp_end_idx] = [True] * (chunk.hyp_end_idx - chunk.hyp_start_idx)
+    return mask
 
 
 @dataclass(slots=True)
