@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from woasr.core.processor import OnlineASRProcessor
+from woasr.core.processor import DEFAULT_MIN_CHUNK_S, OnlineASRProcessor
 from woasr.protocol.commands import Close, Configure, Flush
 from woasr.protocol.events import Configured, Error, Final, Flushed, Partial, SessionOptions
 from woasr.protocol.session import StreamSession
@@ -155,7 +155,7 @@ def test_bad_config_changes_nothing_and_says_which_field():
     ]:
         (error,) = session.configure(fields)
         assert isinstance(error, Error) and error.code == code, fields
-    assert session.options == SessionOptions("en", "", 1.0, False)
+    assert session.options == SessionOptions("en", "", DEFAULT_MIN_CHUNK_S, False)  # the defaults, untouched
     session.configure({"language": None})
     assert session.options.language == "en"  # an English-only model stays English
 

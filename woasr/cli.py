@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from woasr.asr.models import ModelUnavailableError
 from woasr.config import DEFAULT_TCP_PORT, DEFAULT_WS_PORT, default_host, env, env_bool, env_float, env_int
 from woasr.core.guards import GuardSettings
-from woasr.core.processor import ProcessorSettings
+from woasr.core.processor import DEFAULT_MIN_CHUNK_S, ProcessorSettings
 from woasr.core.vad import VadSettings
 
 log = logging.getLogger("woasr")
@@ -32,8 +32,8 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     group.add_argument("--compute-type", default="int8", help="CTranslate2 compute type (default: int8)")
     group.add_argument("--threads", type=int, default=0,
-                       help="CPU threads per model call (0: serve shares the cores out among its workers; "
-                            "simulate and eval let CTranslate2 choose)")
+                       help="CPU threads per model call (0: the cores shared out among the server's workers, "
+                            "one per call on a CPU; simulate and eval use the same)")
     group.add_argument("--beam", type=int, default=5, help="beam size (default: 5; 1 = greedy)")
     group.add_argument("--encoder-window", choices=["full", "auto"], default="auto",
                        help="full: pad to 30 s as faster-whisper does; auto: encode the buffer "
@@ -51,8 +51,8 @@ def add_processor_options(parser: argparse.ArgumentParser) -> None:
     """Options of the streaming policy (ProcessorSettings)."""
     defaults = ProcessorSettings()
     group = parser.add_argument_group("streaming policy")
-    group.add_argument("--min-chunk", type=float, default=env_float("STREAM_MIN_CHUNK", 1.0),
-                       help="seconds of new audio per update (env STREAM_MIN_CHUNK; default: 1.0)")
+    group.add_argument("--min-chunk", type=float, default=env_float("STREAM_MIN_CHUNK", DEFAULT_MIN_CHUNK_S),
+                       help=f"seconds of new audio per update (env STREAM_MIN_CHUNK; default: {DEFAULT_MIN_CHUNK_S})")
     group.add_argument("--agreement", type=int, default=defaults.agreement,
                        help=f"LocalAgreement-n: hypotheses that must agree (default: {defaults.agreement})")
     group.add_argument("--doubtful-below", type=float, default=defaults.doubtful_below,
@@ -100,8 +100,14 @@ def language_arg(value: str | None) -> str | None:
 
 
 def build_asr(args: argparse.Namespace, workers: int = 1, threads: int | None = None):
-    """The backend the options describe; ``threads`` overrides ``--threads``."""
+    """The backend the options describe; ``threads`` overrides ``--threads``.
+
+    ``--threads 0`` gives each model call the threads a server's call gets (one per
+    call on a CPU, where the server runs one call per core), so that ``simulate`` and
+    ``eval`` measure what one stream of ``woasr serve`` experiences.
+    """
     from woasr.asr.faster_whisper_backend import DecodeSettings, FasterWhisperASR
+    from woasr.engine.sizing import worker_layout
 
     decode = DecodeSettings(
         beam_size=args.beam, task=args.task, vad_filter=args.vad_filter, encoder_window=args.encoder_window,
@@ -109,7 +115,8 @@ def build_asr(args: argparse.Namespace, workers: int = 1, threads: int | None = 
     )
     return FasterWhisperASR(
         args.model, language_arg(args.lang), device=args.device, compute_type=args.compute_type,
-        cpu_threads=args.threads if threads is None else threads, workers=workers, decode=decode,
+        cpu_threads=worker_layout(args.device, 0, args.threads).threads if threads is None else threads,
+        workers=workers, decode=decode,
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from woasr.core.processor import DEFAULT_MIN_CHUNK_S
 from woasr.core.records import Word, join_words
 
 
@@ -105,7 +106,7 @@ class SessionOptions:
     language: str | None
     """Language code, or None to detect it."""
     prompt: str = ""
-    min_chunk: float = 1.0
+    min_chunk: float = DEFAULT_MIN_CHUNK_S
     partials: bool = False
     vac: bool = False
     """Voice-activity control: silence is not transcribed; an utterance is finished when speech ends."""

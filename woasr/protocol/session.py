@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from woasr.core.audio import SAMPLE_RATE, pcm16le_to_float32
-from woasr.core.processor import OnlineASRProcessor
+from woasr.core.processor import DEFAULT_MIN_CHUNK_S, OnlineASRProcessor
 from woasr.core.records import Transcription, TranscriptionRequest, Update, Word
 from woasr.core.vac import GateItem, Speech, UtteranceEnd, VoiceGate, feed_processor, item_samples
 from woasr.core.vad import SpeechStart, VadSettings
@@ -78,7 +78,7 @@ class StreamSession:
     def __init__(
         self,
         processor: OnlineASRProcessor,
-        min_chunk: float = 1.0,
+        min_chunk: float = DEFAULT_MIN_CHUNK_S,
         partials: bool = False,
         languages: Collection[str] | None = None,
         vac: bool = False,

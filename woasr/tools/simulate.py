@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from woasr.core.audio import SAMPLE_RATE, FloatAudio
 from woasr.core.hypothesis import normalize_token
-from woasr.core.processor import OnlineASRProcessor
+from woasr.core.processor import DEFAULT_MIN_CHUNK_S, OnlineASRProcessor
 from woasr.core.records import Update, Word
 from woasr.core.vac import GateItem, UtteranceEnd, VoiceGate, feed_processor
 
@@ -84,7 +84,7 @@ RECEIVE_BLOCK_S = 0.1
 def simulate(
     processor: OnlineASRProcessor,
     audio: FloatAudio,
-    min_chunk: float = 1.0,
+    min_chunk: float = DEFAULT_MIN_CHUNK_S,
     aware: bool = True,
     clock: Callable[[], float] = time.perf_counter,
     gate: VoiceGate | None = None,
