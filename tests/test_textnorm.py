@@ -25,3 +25,12 @@ def test_chinese_japanese_korean_are_scored_per_character():
 def test_librispeech_upper_case_reference_matches_punctuated_hypothesis():
     err = count_errors("HE HOPED THERE WOULD BE STEW", "He hoped there would be stew.")
     assert err.errors == 0 and err.reference_tokens == 6
+
+
+def test_english_contractions_and_spoken_forms_read_the_same_either_way():
+    # unref/: Whisper wrote "I'm", "we'll", "they're" in one pass and "I am", "we will" in another.
+    assert normalize_text("I'm sure we'll see they're gonna win, it's OK.") == (
+        "i am sure we will see they are going to win its okay"
+    )
+    assert count_errors("I am not going, I can't", "I'm not going. I can not.").errors == 0
+    assert normalize_text("Don’t won't") == "do not will not"  # typographic apostrophe too

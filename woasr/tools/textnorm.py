@@ -3,7 +3,8 @@
 Reference and hypothesis go through the same steps, those of
 ``../shared/audio/README.md``: NFKC, lower case, ``[...]`` tags removed,
 digits spelled out (four-digit years read as years), ``%``/``×``/``=`` as
-words, (English) mr/mrs/dr expanded and fillers dropped, punctuation removed. Chinese,
+words, (English) contractions expanded ("I'm" = "I am"), mr/mrs/dr and gonna/wanna/gotta
+expanded and fillers dropped, punctuation removed. Chinese,
 Japanese and Korean are scored per character (CER), Chinese after converting
 traditional to simplified characters.
 """
@@ -20,6 +21,16 @@ from num2words import num2words
 CHARACTER_LANGUAGES = ("zh", "ja", "ko")
 FILLERS = frozenset({"uh", "um", "umm", "hmm", "hm", "mm", "er", "erm", "ah", "eh"})
 ABBREVIATIONS = {"mr": "mister", "mrs": "missus", "dr": "doctor"}
+SPOKEN_FORMS = {"gonna": "going to", "wanna": "want to", "gotta": "got to", "ok": "okay"}
+"""Informal spellings written either way by Whisper and by transcribers."""
+CONTRACTIONS = (
+    (r"\bwon't\b", "will not"), (r"\bcan't\b", "can not"), (r"\bshan't\b", "shall not"),
+    (r"n't\b", " not"), (r"'m\b", " am"), (r"'re\b", " are"), (r"'ll\b", " will"), (r"'ve\b", " have"),
+    (r"'d\b", " would"), (r"'s\b", "s"),
+)
+"""English contractions expanded, so that "I'm" and "I am" are the same words (Whisper writes
+both, for the same audio, depending on its context); "'s" (is, has or possessive) is only
+joined to its word."""
 SYMBOLS = {"%": " percent ", "×": " times ", "=": " equals "}
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 
@@ -49,6 +60,10 @@ def normalize_text(text: str, language: str = "en") -> str:
     """Text reduced to comparable tokens separated by single spaces."""
     text = unicodedata.normalize("NFKC", text).lower()
     text = re.sub(r"\[[^\]]*\]", " ", text)
+    if language == "en":
+        text = text.replace("\u2019", "'")
+        for pattern, expansion in CONTRACTIONS:
+            text = re.sub(pattern, expansion, text)
     for symbol, word in SYMBOLS.items():
         text = text.replace(symbol, word)
     text = _NUMBER.sub(lambda m: _spell_number(m, language), text)
@@ -61,7 +76,7 @@ def normalize_text(text: str, language: str = "en") -> str:
         return " ".join(ch for ch in text if not ch.isspace())
     if language != "en":
         return " ".join(text.split())
-    words = (ABBREVIATIONS.get(w, w) for w in text.split())
+    words = (SPOKEN_FORMS.get(w, ABBREVIATIONS.get(w, w)) for w in text.split())
     return " ".join(w for w in words if w not in FILLERS)
 
 
