@@ -27,13 +27,14 @@ def main() -> None:
     args = parser.parse_args()
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
     offline = None
-    for point in args.points:
+    for index, point in enumerate(args.points):
         label, _, path = point.partition("=")
         report = json.loads(Path(path).read_text())
         wer = report["wer_streaming"] if report["wer_streaming"] is not None else report["wer_vs_offline"]
         p95 = report["latency_ms"]["p95"] / 1000
         ax.scatter(p95, wer * 100, s=36)
-        ax.annotate(label, (p95, wer * 100), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        below = index % 2  # alternate above/below so that neighbours do not overwrite each other
+        ax.annotate(label, (p95, wer * 100), textcoords="offset points", xytext=(5, -11 if below else 4), fontsize=8)
         if offline is None and report["wer_offline"] is not None:
             offline = report["wer_offline"] * 100
     if offline is not None:

@@ -4,7 +4,10 @@ Reports made by an older commit (e.g. the "before" runs of docs/eval.md) keep th
 clip; this recomputes ``wer_streaming``, ``wer_offline``, ``wer_vs_offline`` and
 ``repeated_ngrams`` from them, so that before and after are scored by one scorer.
 
-    .venv/bin/python benchmarks/rescore.py ../shared/audio/manifest.tsv old.json [more.json ...]
+    .venv/bin/python benchmarks/rescore.py ../shared/audio/manifest.tsv old.json [more.json ...] [--write DIR]
+
+With ``--write`` each report is also written to DIR with the new figures in place (for
+benchmarks/frontier.py).
 """
 
 from __future__ import annotations
@@ -44,11 +47,17 @@ def rescore(report: dict, references: dict[str, str | None]) -> dict[str, object
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("manifest", nargs="+", help="manifest(s) with the references, then the reports (.json)")
+    parser.add_argument("--write", metavar="DIR", help="write the re-scored reports here")
     args = parser.parse_args()
     manifests = [p for p in args.manifest if p.endswith(".tsv")]
     references = {row.name: row.reference for m in manifests for row in read_manifest(m)}
-    for path in (p for p in args.manifest if p.endswith(".json")):
-        print(Path(path).name, json.dumps(rescore(json.loads(Path(path).read_text()), references)))
+    for path in (Path(p) for p in args.manifest if p.endswith(".json")):
+        report = json.loads(path.read_text())
+        figures = rescore(report, references)
+        print(path.name, json.dumps(figures))
+        if args.write:
+            Path(args.write).mkdir(parents=True, exist_ok=True)
+            (Path(args.write) / path.name).write_text(json.dumps({**report, **figures}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -146,6 +146,8 @@ def test_bad_config_changes_nothing_and_says_which_field():
     session = StreamSession(OnlineASRProcessor(ScriptedASR(SCRIPT), "en"), languages=("en",))
     for fields, code in [
         ({"partials": "yes"}, "bad_value"),
+        ({"vac": "yes"}, "bad_value"),
+        ({"endpointing": 1}, "bad_value"),
         ({"min_chunk": 0}, "bad_value"),
         ({"min_chunk": True}, "bad_value"),
         ({"language": 3}, "bad_value"),
