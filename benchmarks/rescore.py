@@ -21,10 +21,11 @@ from woasr.tools.evaluate import read_manifest
 from woasr.tools.textnorm import ErrorCount, count_errors, normalize_text
 
 
-def rescore(report: dict, references: dict[str, str | None]) -> dict[str, object]:
+def rescore(report: dict, references: dict[str, str | None], clips: list[dict] | None = None) -> dict[str, object]:
+    """The figures of a report's clips (all of them, or ``clips``) under today's scorer."""
     streaming, offline, vs_offline = ErrorCount(), ErrorCount(), ErrorCount()
     repeats: list[str] = []
-    for clip in report["clips"]:
+    for clip in report["clips"] if clips is None else clips:
         language, reference = clip["language"], references.get(clip["file"])
         if reference is not None:
             streaming += count_errors(reference, clip["streaming_text"], language)
@@ -33,7 +34,12 @@ def rescore(report: dict, references: dict[str, str | None]) -> dict[str, object
         repeats += repeated_phrases(normalize_text(clip["streaming_text"], language).split(),
                                     normalize_text(clip["offline_text"], language).split())
     scored = streaming.reference_tokens > 0
+    if clips is not None:
+        return {"wer_streaming": round(streaming.rate, 4) if scored else None,
+                "wer_vs_offline": round(vs_offline.rate, 4)}
+    runs = sorted({clip.get("run", 0) for clip in report["clips"]})
     return {
+        "runs": [rescore(report, references, [c for c in report["clips"] if c.get("run", 0) == run]) for run in runs],
         "wer_streaming": round(streaming.rate, 4) if scored else None,
         "wer_offline": round(offline.rate, 4) if scored else None,
         "wer_vs_offline": round(vs_offline.rate, 4),
