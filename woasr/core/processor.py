@@ -20,8 +20,8 @@ SENTENCE_ENDS = (".", "?", "!", "。", "？", "！")
 DEFAULT_MIN_CHUNK_S = 0.5
 """Seconds of new audio between updates unless told otherwise (``--min-chunk``). Measured
 (docs/eval.md): against 1.0 s it halves the committed latency on conversational speech
-(p50 about 1.0 s instead of 1.8 s) for about half a WER point; below 0.5 s the update cost
-grows faster than the latency falls. The seed recommends 0.2-0.5."""
+(p50 about 1.0 s instead of 1.8 s) for 0.7 WER points on ``conv/``; below 0.5 s the update
+cost grows faster than the latency falls. The seed recommends 0.2-0.5."""
 
 LANGUAGE_LOCK_S = 2.0
 """With auto-detection, the language heard in a buffer this long is kept for the stream."""
