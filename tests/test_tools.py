@@ -64,6 +64,8 @@ def test_bench_runs_concurrent_tcp_streams(audio_dir, tmp_path):
         assert r["refused"] == 0 and r["admitted"] == r["streams"]
         assert r["wer"] < 0.3 and r["latency_ms"]["p50"] > 0
         assert len(r["wer_per_stream"]) == r["streams"] and all(w < 0.5 for w in r["wer_per_stream"])
+        # Server CPU time per second of audio streamed: a loaded server's real cost, not zero, not absurd.
+        assert 0.05 < r["core_seconds_per_audio_second"] < 3.0
     assert "max_streams_p95_under_2s" in report and report["model"] == "tiny.en"
     image = png.read_bytes()
     assert image.startswith(b"\x89PNG\r\n\x1a\n") and len(image) > 10_000

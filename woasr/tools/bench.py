@@ -319,11 +319,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-async def run_streams(server: ServerUnderTest, lists: list[Playlist]) -> tuple[list[ClientResult], float, float]:
-    """All clients at once; returns their results, server CPU % and peak RSS MB."""
+async def run_streams(
+    server: ServerUnderTest, lists: list[Playlist]
+) -> tuple[list[ClientResult], float, float, float | None]:
+    """All clients at once; returns their results, server CPU %, peak RSS MB and server CPU seconds
+    (None for a server the bench did not start)."""
     proc = server.process
     if proc:
         proc.cpu_percent(None)
+        before = proc.cpu_times()
     peak_rss = 0.0
 
     async def sample_rss() -> None:
@@ -336,7 +340,11 @@ async def run_streams(server: ServerUnderTest, lists: list[Playlist]) -> tuple[l
     results = await asyncio.gather(*(run_client(server, p) for p in lists))
     sampler.cancel()
     cpu = proc.cpu_percent(None) if proc else float("nan")
-    return list(results), cpu, peak_rss
+    core_s = None
+    if proc:
+        after = proc.cpu_times()
+        core_s = (after.user - before.user) + (after.system - before.system)
+    return list(results), cpu, peak_rss, core_s
 
 
 def bench(
@@ -357,7 +365,8 @@ def bench(
         for count in bar:
             bar.set_postfix(streams=count)
             lists = playlists(rows, count, seconds)
-            results, cpu, rss = asyncio.run(run_streams(server, lists))
+            results, cpu, rss, core_s = asyncio.run(run_streams(server, lists))
+            admitted_audio_s = sum(p.seconds for p, r in zip(lists, results) if not r.refused)
             errors, per_stream = ErrorCount(), []
             for playlist, result in zip(lists, results):
                 if result.refused:
@@ -377,6 +386,8 @@ def bench(
                 "refused": sum(r.refused for r in results),
                 "admitted": sum(not r.refused for r in results),
                 "cpu_percent": round(cpu, 1),
+                "core_seconds_per_audio_second": (round(core_s / admitted_audio_s, 3)
+                                                  if core_s is not None and admitted_audio_s else None),
                 "rss_mb": round(rss, 1),
                 "audio_s_per_stream": round(lists[0].seconds, 1),
                 "errors": [r.error for r in results if r.error],
@@ -409,12 +420,14 @@ def _quiet_session_lines(quiet: bool) -> Iterator[None]:
 
 
 def markdown_table(report: dict[str, Any]) -> str:
-    lines = ["| streams | latency p50/p95/max ms | partial p50/p95 ms | WER | refused | server CPU % | server RSS MB |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| streams | latency p50/p95/max ms | partial p50/p95 ms | WER | refused | server CPU % "
+             "| core-s per audio s | server RSS MB |",
+             "|---|---|---|---|---|---|---|---|"]
     for run in report["runs"]:
         lat, part = run["latency_ms"], run["partial_latency_ms"]
         lines.append(f"| {run['streams']} | {lat['p50']}/{lat['p95']}/{lat['max']} | {part['p50']}/{part['p95']} "
-                     f"| {run['wer']:.2%} | {run['refused']} | {run['cpu_percent']} | {run['rss_mb']} |")
+                     f"| {run['wer']:.2%} | {run['refused']} | {run['cpu_percent']} "
+                     f"| {run['core_seconds_per_audio_second']} | {run['rss_mb']} |")
     lines.append(f"\nhighest stream count with committed p95 <= 2 s and no refusal: "
                  f"{report['max_streams_p95_under_2s']}")
     return "\n".join(lines)
