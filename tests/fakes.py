@@ -31,20 +31,30 @@ class ScriptedASR:
     """Returns the script's words that lie inside the buffer, relative to it.
 
     ``drift`` makes every call hear a different last word, so consecutive
-    hypotheses never fully agree (to exercise the hard cap).
+    hypotheses never fully agree (to exercise the hard cap). With
+    ``forces_prefix`` it behaves like the incremental decoder: the words that
+    spell the given prefix are left out of the result.
     """
 
-    def __init__(self, script: list[Word], *, drift: bool = False, segment_every: int = 0) -> None:
+    def __init__(self, script: list[Word], *, drift: bool = False, segment_every: int = 0,
+                 forces_prefix: bool = False) -> None:
         self.script = script
         self.drift = drift
         self.segment_every = segment_every
+        self.forces_prefix = forces_prefix
         self.calls: list[tuple[float, float, str]] = []
+        self.prefixes: list[str] = []
 
-    def transcribe(self, audio: np.ndarray, prompt: str, language: str | None) -> Transcription:
+    def transcribe(self, audio: np.ndarray, prompt: str, language: str | None, prefix: str = "") -> Transcription:
         start = round(float(audio[0]) * TICKS) / 100
         end = start + len(audio) / SAMPLE_RATE
         self.calls.append((start, end, prompt))
+        self.prefixes.append(prefix)
         heard = [w.shifted(-start) for w in self.script if w.start >= start - 0.05 and w.end <= end]
+        if self.forces_prefix and prefix:
+            forced = len(prefix.split())
+            assert [w.text.strip() for w in heard[:forced]] == prefix.split(), "the prefix must be what was heard"
+            heard = heard[forced:]
         if self.drift:
             heard = [Word(w.start, w.end, f"{w.text}{len(self.calls)}") for w in heard]
         if not heard:

@@ -33,7 +33,7 @@ class SlowASR:
         self.max_total = 0
         self._lock = threading.Lock()
 
-    def transcribe(self, audio, prompt: str, language: str | None) -> Transcription:
+    def transcribe(self, audio, prompt: str, language: str | None, prefix: str = "") -> Transcription:
         tag = language or ""
         with self._lock:
             self.calls.append(tag)
@@ -217,3 +217,18 @@ def test_admission_chunk_defaults_to_the_min_chunk():
 
     assert config(0.0).admission_chunk == 0.5  # refuse what would make the admitted streams wait
     assert config(2.0).admission_chunk == 2.0
+
+
+def test_admission_refuses_while_the_admitted_sessions_miss_the_latency_target():
+    from woasr.engine.admission import MIN_LATENCY_SAMPLES, Admission
+
+    admission = Admission(workers=2, max_chunk=2.0, compute_per_update=0.1, latency_target=2.0)
+    admission.observe_committed([1.0] * MIN_LATENCY_SAMPLES)
+    assert admission.latency_p95 == 1.0 and admission.refusal(3) is None  # compute says 40 would fit
+    admission.observe_committed([2.6] * (MIN_LATENCY_SAMPLES // 5))  # a fifth of the words now come late
+    assert admission.latency_p95 > 2.0
+    assert "2.6 s after speech" in admission.refusal(3)
+    assert admission.refusal(0) is None  # nobody is served: nothing to protect
+    admission.observe_committed([1.0] * 200)  # the recent window forgets the late words
+    assert admission.refusal(3) is None
+    assert Admission(latency_target=0).refusal(1) is None  # off

@@ -104,7 +104,7 @@ def test_hallucinated_segments_and_loops_are_not_committed():
     from woasr.core.records import Segment, Transcription
 
     class Hallucinating:
-        def transcribe(self, audio, prompt, language):
+        def transcribe(self, audio, prompt, language, prefix=""):
             loop = tuple(Word(1 + i * 0.3, 1.2 + i * 0.3, f" {t}") for i, t in enumerate("thank you. thank you. thank you. thank you.".split()))
             silent = Segment(0.0, 1.0, (Word(0.0, 0.5, " Subscribe!"),), no_speech_prob=0.9, avg_logprob=-1.5)
             looping = Segment(1.0, 2.0, loop)
@@ -126,3 +126,32 @@ def test_reset_starts_a_new_stream():
     assert processor.buffer_s == 0 and processor.buffer_offset == 0
     committed, _ = stream(processor, 1.5)
     assert [w.text.strip() for w in committed] == ["one", "two", "three"]
+
+
+def test_committed_words_inside_the_buffer_are_the_prefix_and_the_transcript_is_unchanged():
+    script = words_at(SENTENCES)
+    plain = OnlineASRProcessor(ScriptedASR(script, segment_every=5))
+    forcing_asr = ScriptedASR(script, segment_every=5, forces_prefix=True)
+    forcing = OnlineASRProcessor(forcing_asr)
+    expected, _ = stream(plain, script[-1].end + 0.05)
+    committed, _ = stream(forcing, script[-1].end + 0.05)
+    assert [w.text for w in committed] == [w.text for w in expected] == [w.text for w in script]
+    assert [(w.start, w.end) for w in committed] == [(w.start, w.end) for w in expected]
+    # The fake asserts each prefix is exactly the buffer's first words; most updates had one.
+    assert sum(bool(p) for p in forcing_asr.prefixes) > len(forcing_asr.prefixes) // 2
+
+
+def test_prefix_holds_only_committed_words_after_the_buffer_start():
+    script = words_at(SENTENCES)
+    asr = ScriptedASR(script, segment_every=5)
+    processor = OnlineASRProcessor(asr, settings=ProcessorSettings(trim_s=5.0))
+    for t in np.arange(0.0, 30.0, 0.5):
+        processor.insert_audio(clock_audio(t, t + 0.5))
+        processor.process()
+    processor.insert_audio(clock_audio(30.0, 30.5))
+    committed = processor.hypothesis.last_committed_end
+    request = processor.prepare()
+    start = processor.buffer_offset / SAMPLE_RATE
+    inside = [w.text.strip() for w in script if start <= w.start and w.end <= committed]
+    assert request.prefix.split() == inside and inside
+    assert request.prompt.split()[-1] == next(w for w in reversed(script) if w.end <= start + 1e-3).text.strip()

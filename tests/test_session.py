@@ -200,7 +200,7 @@ class HeardASR:
     def __init__(self):
         self.seconds = []
 
-    def transcribe(self, audio, prompt, language):
+    def transcribe(self, audio, prompt, language, prefix=""):
         from woasr.core.records import Segment, Transcription, Word
 
         self.seconds.append(len(audio) / 16000)

@@ -12,6 +12,7 @@ from typing import Literal
 import numpy as np
 from faster_whisper import WhisperModel
 
+from woasr.asr.buffer_decoder import BufferDecoder, TailPolicy
 from woasr.asr.models import ModelChoice, ModelUnavailableError, offline_hint, resolve_model
 from woasr.core.audio import SAMPLE_RATE, FloatAudio
 from woasr.core.records import Segment, Transcription, Word
@@ -39,6 +40,15 @@ class DecodeSettings:
     decoder pass, in most streaming updates, since a live buffer ends mid-speech); with
     this on, that segment is kept, ending at the buffer end (docs/eval.md). Whole files
     (the offline baseline, REST) keep faster-whisper's behaviour."""
+    incremental: bool = True
+    """Streaming buffers (up to 30 s) are decoded by :class:`BufferDecoder`: one encoder
+    pass, the committed words forced as the decoder's prefix, the tail greedy first and
+    with the beam only when unsure (docs/eval.md, "Cheaper updates"). Off: faster-whisper's
+    ``transcribe`` decodes the whole buffer every update."""
+    greedy_first: bool = True
+    """With ``incremental``: greedy decoding, the beam search only as the fallback."""
+    fallback_logprob: float = -0.5
+    """With ``greedy_first``: a greedy tail less probable than this per token is decoded again with the beam."""
     silence_pad_s: float = 0.0
     """Real silence appended to each buffer before the model sees it. Off by default: with
     the ``auto`` window it made Whisper loop in about one update in ten (docs/eval.md); the
@@ -123,6 +133,7 @@ class FasterWhisperASR:
         self.compute_type = compute_type
         self.decode = decode or DecodeSettings()
         self.whisper = whisper or load_whisper(self.choice, device, compute_type, cpu_threads, workers, language)
+        self.buffer_decoder = self._buffer_decoder()
         log.info(
             "model %s (%s) language=%s device=%s compute_type=%s beam=%d encoder_window=%s",
             self.choice.name, self.choice.source, self.language or "auto", device, compute_type,
@@ -138,7 +149,16 @@ class FasterWhisperASR:
         """The same loaded model with other decoding settings (e.g. a full-window baseline)."""
         variant = copy.copy(self)
         variant.decode = dataclasses.replace(self.decode, **changes)
+        variant.buffer_decoder = variant._buffer_decoder()
         return variant
+
+    def offline(self) -> FasterWhisperASR:
+        """The same model decoding as plain faster-whisper does a file (the offline baseline, REST)."""
+        return self.with_decode(encoder_window="full", silence_pad_s=0.0, single_pass=False, incremental=False)
+
+    def _buffer_decoder(self) -> BufferDecoder:
+        policy = TailPolicy(self.decode.beam_size, self.decode.greedy_first, self.decode.fallback_logprob)
+        return BufferDecoder(self.whisper, policy, self.decode.task)
 
     def encoder_frames(self, samples: int) -> int | None:
         """How many mel frames the encoder sees for a buffer (None: faster-whisper's 3000)."""
@@ -147,11 +167,26 @@ class FasterWhisperASR:
         seconds = int(np.ceil(samples / SAMPLE_RATE)) + 1
         return min(FULL_WINDOW_FRAMES, 100 * max(seconds, int(np.ceil(self.decode.encoder_floor_s))))
 
-    def transcribe(self, audio: FloatAudio, prompt: str = "", language: str | None = None) -> Transcription:
-        """Transcribe one buffer; word and segment times are relative to its start."""
+    def transcribe(self, audio: FloatAudio, prompt: str = "", language: str | None = None,
+                   prefix: str = "") -> Transcription:
+        """Transcribe one buffer; word and segment times are relative to its start.
+
+        ``prefix`` is committed text the buffer begins with. The incremental decoder
+        forces it and returns only the words after it; plain decoding ignores it and
+        returns every word (the processor drops what it already committed).
+        """
         duration = len(audio) / SAMPLE_RATE
         if self.decode.silence_pad_s > 0:
             audio = np.concatenate([audio, np.zeros(round(self.decode.silence_pad_s * SAMPLE_RATE), np.float32)])
+        if self.decode.incremental and not self.decode.vad_filter and len(audio) <= FULL_WINDOW_FRAMES * 160:
+            frames = self.encoder_frames(len(audio))
+            transcription = self.buffer_decoder.transcribe(audio, prompt, language or self.language, prefix, frames)
+        else:
+            transcription = self._transcribe_plain(audio, prompt, language)
+        return transcription.clipped(duration) if self.decode.silence_pad_s > 0 else transcription
+
+    def _transcribe_plain(self, audio: FloatAudio, prompt: str, language: str | None) -> Transcription:
+        """faster-whisper's ``transcribe`` (a whole file, or a buffer decoded from scratch)."""
         # The window is sized on the padded audio: Whisper needs padding frames after
         # the last sound to know where the audio ends, or it loops in the silence.
         limit = _WindowedWhisperModel._limit
@@ -182,5 +217,4 @@ class FasterWhisperASR:
             )
         finally:
             limit.frames, limit.keep_tail = None, False
-        transcription = Transcription(result, info.language)
-        return transcription.clipped(duration) if self.decode.silence_pad_s > 0 else transcription
+        return Transcription(result, info.language)

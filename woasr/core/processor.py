@@ -23,6 +23,9 @@ DEFAULT_MIN_CHUNK_S = 0.5
 (p50 about 1.0 s instead of 1.8 s) for 0.7 WER points on ``conv/``; below 0.5 s the update
 cost grows faster than the latency falls. The seed recommends 0.2-0.5."""
 
+CONTEXT_WORDS = 256
+"""Committed words remembered: the prompt before the buffer and the forced prefix inside it."""
+
 LANGUAGE_LOCK_S = 2.0
 """With auto-detection, the language heard in a buffer this long is kept for the stream."""
 
@@ -30,7 +33,9 @@ LANGUAGE_LOCK_S = 2.0
 class ASRBackend(Protocol):
     """What the processor needs from a model: words of a buffer, times relative to it."""
 
-    def transcribe(self, audio: FloatAudio, prompt: str, language: str | None) -> Transcription: ...
+    def transcribe(self, audio: FloatAudio, prompt: str, language: str | None, prefix: str = "") -> Transcription:
+        """``prefix``: committed text the buffer begins with; the result may leave it out."""
+        ...
 
 
 @dataclass(slots=True)
@@ -98,7 +103,7 @@ class OnlineASRProcessor:
         self.processed_until = 0
         """Absolute sample index up to which audio has been transcribed."""
         self.hypothesis = HypothesisBuffer(self.settings.agreement, self.settings.doubtful_below)
-        self._context: deque[Word] = deque(maxlen=64)
+        self._context: deque[Word] = deque(maxlen=CONTEXT_WORDS)
         self._segment_ends: list[float] = []
         self._request_pad_s = 0.0
         self.detected_language: str | None = None
@@ -158,7 +163,8 @@ class OnlineASRProcessor:
         audio = self.audio
         if pad_s > 0:
             audio = np.concatenate([audio, np.zeros(round(pad_s * SAMPLE_RATE), np.float32)])
-        return TranscriptionRequest(audio, self.prompt(), self.language or self.detected_language, pad_s)
+        return TranscriptionRequest(audio, self.prompt(), self.language or self.detected_language, pad_s,
+                                    self.prefix())
 
     def apply(self, result: Transcription) -> Update:
         """Take the result of the request :meth:`prepare` returned; commit what agrees."""
@@ -207,7 +213,7 @@ class OnlineASRProcessor:
         return Update(committed, ())
 
     def _transcribe(self, request: TranscriptionRequest) -> Transcription:
-        return self.asr.transcribe(request.audio, request.prompt, request.language)
+        return self.asr.transcribe(request.audio, request.prompt, request.language, request.prefix)
 
     def prompt(self) -> str:
         """Whisper's context: the caller's initial prompt, then the last committed text
@@ -227,6 +233,14 @@ class OnlineASRProcessor:
             return committed
         initial = initial[-room:] if len(initial) > room else initial
         return f"{initial} {committed}".strip()
+
+    def prefix(self) -> str:
+        """The committed text inside the buffer, which the model need not decode again
+        ("" when the remembered words do not reach back to the buffer start)."""
+        inside = [w for w in self._context if round(w.end * SAMPLE_RATE) > self.buffer_offset]
+        if len(inside) == len(self._context) == self._context.maxlen:
+            return ""
+        return join_words(inside)
 
     def _remember(self, words: tuple[Word, ...]) -> tuple[Word, ...]:
         self._context.extend(words)

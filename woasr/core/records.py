@@ -112,6 +112,8 @@ class TranscriptionRequest:
     prompt: str
     language: str | None
     pad_s: float = 0.0
+    prefix: str = ""
+    """Committed text the audio begins with: a backend may force it instead of decoding it again."""
 
     @property
     def seconds(self) -> float:

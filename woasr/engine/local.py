@@ -56,7 +56,7 @@ class LocalEngine:
 
         def call() -> InferenceResult:
             started = time.perf_counter()
-            transcription = asr.transcribe(request.audio, request.prompt, request.language)
+            transcription = asr.transcribe(request.audio, request.prompt, request.language, request.prefix)
             return InferenceResult(transcription, started - queued, time.perf_counter() - started)
 
         result = await self.run(call, since=since)

@@ -66,8 +66,8 @@ class RecordingBackend:
         self.asr = asr
         self.last: ModelCall | None = None
 
-    def transcribe(self, audio: FloatAudio, prompt: str, language: str | None) -> Transcription:
-        result = self.asr.transcribe(audio, prompt, language)
+    def transcribe(self, audio: FloatAudio, prompt: str, language: str | None, prefix: str = "") -> Transcription:
+        result = self.asr.transcribe(audio, prompt, language, prefix)
         self.last = ModelCall(prompt, result, len(audio) / SAMPLE_RATE)
         return result
 

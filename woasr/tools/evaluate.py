@@ -198,7 +198,7 @@ def evaluate(
     ``vac`` streams with voice-activity control.
     """
     settings = settings or ProcessorSettings()
-    offline = asr.with_decode(encoder_window="full", silence_pad_s=0.0, single_pass=False)  # plain faster-whisper
+    offline = asr.offline()  # plain faster-whisper
     offline_words: dict[str, tuple[Word, ...]] = {}
     offline_s = 0.0
     clips: list[dict[str, Any]] = []

@@ -314,7 +314,7 @@ def transcription_router(service: StreamingService) -> APIRouter:
             audio = await _decode_upload(upload)
             decoded = time.perf_counter()
             duration = len(audio) / SAMPLE_RATE
-            offline = asr.with_decode(encoder_window="full", silence_pad_s=0.0, single_pass=False)
+            offline = asr.offline()
 
             def job() -> tuple[Transcription, float]:
                 """Runs on a model worker; times the model alone, not the wait for a free worker."""
