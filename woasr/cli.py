@@ -222,18 +222,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
         host=args.host, tcp_port=args.tcp_port, min_chunk=args.min_chunk, idle_timeout=args.idle_timeout,
         workers=layout.workers, settings=processor_settings(args), ws_port=args.ws_port,
         ws_max_frame=args.ws_max_frame, ws_ping_interval=args.ws_ping_interval, drain_timeout=args.drain_timeout,
-        max_sessions=args.max_sessions, max_chunk=args.max_chunk, vac=args.vac,
+        max_sessions=args.max_sessions, max_chunk=args.max_chunk, latency_target=args.latency_target, vac=args.vac,
         vad=vad_settings(args, always=True),
         metrics_port=args.metrics_port, metrics_log_interval=args.metrics_log_interval,
     )
     log.info(
         "configuration: host=%s tcp_port=%d ws_port=%d model=%s lang=%s backend=%s min_chunk=%g beam=%d "
         "encoder_window=%s device=%s compute_type=%s workers=%d threads=%d max_sessions=%d max_chunk=%gs "
+        "latency_target=%gs "
         "vac=%s idle_timeout=%gs ws_max_frame=%d "
         "ws_ping_interval=%gs drain_timeout=%gs metrics_port=%d metrics_log_interval=%gs",
         config.host, config.tcp_port, config.ws_port, choice.name, args.lang or "auto", args.backend,
         config.min_chunk, args.beam, args.encoder_window, args.device, args.compute_type, config.workers,
-        layout.threads, config.max_sessions, config.admission_chunk, config.vac,
+        layout.threads, config.max_sessions, config.admission_chunk, config.latency_target, config.vac,
         config.idle_timeout, config.ws_max_frame, config.ws_ping_interval, config.drain_timeout,
         config.metrics_port, config.metrics_log_interval,
     )
@@ -386,6 +387,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "than this many seconds of audio (measured compute per update x sessions / "
                             "workers; default: 0 = --min-chunk, i.e. refuse a session that would slow the "
                             "admitted ones down; larger values trade latency for streams)")
+    serve.add_argument("--latency-target", type=float, default=2.0,
+                       help="admission: refuse a new session while the 95th percentile of recently committed "
+                            "words' latency is above this many seconds (default: 2.0; 0 = off)")
     serve.add_argument("--metrics-port", type=int, default=0,
                        help="Prometheus metrics are on GET /metrics of the WebSocket/HTTP port; this port "
                             "serves them too, e.g. when only TCP runs (default: 0 = off)")

@@ -65,6 +65,8 @@ class ServerConfig:
     max_chunk: float = 0.0
     """Admission: refuse a session when updates would have to cover more audio than this;
     0 = ``min_chunk``: refuse one that would slow the admitted streams down at all."""
+    latency_target: float = 2.0
+    """Admission: refuse a session while recently committed words came later than this (p95, seconds)."""
     metrics_port: int = 0
     """Port of a separate Prometheus endpoint (for TCP-only servers); 0 disables it. GET /metrics always works."""
     metrics_log_interval: float = 30.0
@@ -97,7 +99,8 @@ class StreamingService:
         self.load_asr = load_asr
         self.config = config
         self.engine = LocalEngine(
-            lambda: self.asr, config.workers, Admission(config.workers, config.admission_chunk, config.max_sessions)
+            lambda: self.asr, config.workers, Admission(config.workers, config.admission_chunk, config.max_sessions,
+                                                       latency_target=config.latency_target)
         )
         self.asr: FasterWhisperASR | None = None
         self.draining = False
@@ -159,7 +162,8 @@ class StreamingService:
     def new_runner(self, transport: str, send: Send) -> SessionRunner:
         """A new session (id ``<transport>-N``) with its runner on the shared engine."""
         session_id = self.next_session_id(transport)
-        return SessionRunner(session_id, self.new_session(), self.engine, send, self.metrics, transport)
+        return SessionRunner(session_id, self.new_session(), self.engine, send, self.metrics, transport,
+                             self.engine.admission)
 
     @contextlib.contextmanager
     def track_session(self, runner: SessionRunner) -> Iterator[None]:

@@ -7,11 +7,27 @@ session is admitted while that estimate, with it counted, stays within
 ``max_chunk``; compute per update is measured (a moving average of recent
 calls). Until anything is measured, sessions are admitted. ``max_sessions``
 is a hard limit on top (0: none).
+
+The compute average misses what users feel: updates that wait behind others,
+long buffers, bursts. So the latency the admitted sessions actually get is
+watched too: while the 95th percentile of recently committed words' latency
+is above ``latency_target``, the admitted ones already miss it and one more
+would only make it worse, so a new session is refused.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+LATENCY_WINDOW = 200
+"""Committed words whose latency the admission rule looks at (the most recent ones)."""
+
+MIN_LATENCY_SAMPLES = 20
+"""Fewer recent words than this say nothing about the p95."""
 
 
 @dataclass(slots=True)
@@ -26,6 +42,20 @@ class Admission:
     smoothing: float = 0.1
     compute_per_update: float | None = None
     """Moving average of the seconds one model call takes (None until measured)."""
+    latency_target: float = 2.0
+    """Committed-word latency p95 (seconds) the admitted sessions must keep; 0: not watched."""
+    recent_latencies: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
+
+    def observe_committed(self, latencies: Iterable[float]) -> None:
+        """Words were committed this long (seconds) after they were spoken."""
+        self.recent_latencies.extend(latencies)
+
+    @property
+    def latency_p95(self) -> float | None:
+        """The 95th percentile of the recent committed latencies (None: too few yet)."""
+        if len(self.recent_latencies) < MIN_LATENCY_SAMPLES:
+            return None
+        return float(np.percentile(np.fromiter(self.recent_latencies, float), 95))
 
     def observe(self, inference_s: float) -> None:
         """One model call took this long."""
@@ -53,6 +83,10 @@ class Admission:
         """Why one more session beside ``active`` ones is refused, or None to admit it."""
         if self.max_sessions and active >= self.max_sessions:
             return f"the server is at its limit of {self.max_sessions} concurrent sessions"
+        p95 = self.latency_p95 if active and self.latency_target > 0 else None
+        if p95 is not None and p95 > self.latency_target:
+            return (f"the server is at capacity: the {active} sessions it serves get their words "
+                    f"{p95:.1f} s after speech (p95; target {self.latency_target:g} s)")
         expected = self.expected_chunk(active + 1)
         if active and expected is not None and expected > self.max_chunk:
             return (f"the server is at capacity: {active} sessions, each update would wait for "

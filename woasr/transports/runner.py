@@ -12,6 +12,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from woasr.engine import InferenceEngine, InferenceResult
+from woasr.engine.admission import Admission
 from woasr.metrics import ServerMetrics
 from woasr.protocol.events import Event
 from woasr.protocol.session import StreamSession
@@ -32,6 +33,7 @@ class SessionRunner:
         send: Send,
         metrics: ServerMetrics | None = None,
         transport: str = "",
+        admission: Admission | None = None,
     ) -> None:
         self.session_id = session_id
         self.session = session
@@ -39,6 +41,8 @@ class SessionRunner:
         self.send = send
         self.metrics = metrics
         self.transport = transport
+        self.admission = admission
+        """Told every committed word's latency, to refuse sessions the server cannot serve in time."""
         self.aborted = False
         self._outbox: list[Event] = []
         self._wake = asyncio.Event()
@@ -89,10 +93,12 @@ class SessionRunner:
 
 
     def _observe(self, result: InferenceResult | None, committed: int, partial: int) -> None:
-        """Report one completed update (and the latencies it added) to the metrics."""
+        """Report one completed update (and the latencies it added) to admission and the metrics."""
+        stats, sid = self.session.stats, self.session_id
+        if self.admission is not None:
+            self.admission.observe_committed(stats.latencies[committed:])
         if self.metrics is None:
             return
-        stats, sid = self.session.stats, self.session_id
         if result is not None:
             self.metrics.observe_update(sid, result.queued_s, result.inference_s, stats.last_chunk_s)
         self.metrics.observe_committed(sid, stats.latencies[committed:])
