@@ -109,7 +109,7 @@ def new_runner(engine: LocalEngine, asr: SlowASR, tag: str, min_chunk: float = 0
     processor = OnlineASRProcessor(asr, tag)
     async def send(events) -> None:
         pass
-    return SessionRunner(tag, StreamSession(processor, min_chunk), engine, send)
+    return SessionRunner(tag, StreamSession(processor, min_chunk), engine, send, admission=engine.admission)
 
 
 async def test_one_call_in_flight_per_session_and_no_session_starves():
@@ -207,15 +207,17 @@ def test_worker_layout_is_one_single_thread_worker_per_core_unless_told():
     assert worker_layout("cuda", cores=2) == WorkerLayout(workers=2, threads=0)
 
 
-def test_admission_chunk_defaults_to_the_min_chunk():
+def test_admission_chunk_defaults_to_half_the_latency_target():
     from woasr.core.processor import ProcessorSettings
     from woasr.server import ServerConfig
 
-    def config(max_chunk: float) -> ServerConfig:
-        return ServerConfig("127.0.0.1", 0, min_chunk=0.5, idle_timeout=60, workers=2,
-                            settings=ProcessorSettings(), max_chunk=max_chunk)
+    def config(max_chunk: float, latency_target: float = 2.0, min_chunk: float = 0.5) -> ServerConfig:
+        return ServerConfig("127.0.0.1", 0, min_chunk=min_chunk, idle_timeout=60, workers=2,
+                            settings=ProcessorSettings(), max_chunk=max_chunk, latency_target=latency_target)
 
-    assert config(0.0).admission_chunk == 0.5  # refuse what would make the admitted streams wait
+    assert config(0.0).admission_chunk == 1.0  # two agreeing updates of 1 s each: the 2 s target
+    assert config(0.0, min_chunk=1.5).admission_chunk == 1.5  # never below the chunk itself
+    assert config(0.0, latency_target=0).admission_chunk == 0.5  # no target: the admitted ones never wait
     assert config(2.0).admission_chunk == 2.0
 
 
@@ -229,6 +231,27 @@ def test_admission_refuses_while_the_admitted_sessions_miss_the_latency_target()
     assert admission.latency_p95 > 2.0
     assert "2.6 s after speech" in admission.refusal(3)
     assert admission.refusal(0) is None  # nobody is served: nothing to protect
+    admission.load_fell()  # a session ended: the late words were measured under more load
+    assert admission.latency_p95 is None and admission.refusal(3) is None
+    admission.observe_committed([2.6] * MIN_LATENCY_SAMPLES)
+    assert admission.refusal(3) is not None
     admission.observe_committed([1.0] * 200)  # the recent window forgets the late words
     assert admission.refusal(3) is None
     assert Admission(latency_target=0).refusal(1) is None  # off
+
+
+async def test_slow_sessions_make_admission_refuse_the_next_one():
+    from woasr.engine.admission import MIN_LATENCY_SAMPLES
+
+    asr = SlowASR(ScriptedASR(SCRIPT), delay=1.0)  # each update takes 1 s on the one worker: words come late
+    engine = LocalEngine(lambda: asr, workers=1)
+    runners = [new_runner(engine, asr, f"s{i}", min_chunk=0.2) for i in range(2)]
+    running = [asyncio.create_task(r.run()) for r in runners]
+    await asyncio.gather(*(Feeder(r, period=0.02).feed(4.5) for r in runners))
+    for runner in runners:
+        runner.finish()
+    await asyncio.wait_for(asyncio.gather(*running), 30)
+    # The runners told admission every committed word's latency; two sessions already miss 2 s.
+    assert len(engine.admission.recent_latencies) >= MIN_LATENCY_SAMPLES
+    assert engine.admission.latency_p95 > 2.0 and "after speech" in engine.admission.refusal(2)
+    engine.close()

@@ -155,3 +155,61 @@ def test_prefix_holds_only_committed_words_after_the_buffer_start():
     inside = [w.text.strip() for w in script if start <= w.start and w.end <= committed]
     assert request.prefix.split() == inside and inside
     assert request.prompt.split()[-1] == next(w for w in reversed(script) if w.end <= start + 1e-3).text.strip()
+
+
+class CountingASR:
+    """Hears nothing (or, with ``pending``, a word that never agrees) and notes each call's new audio."""
+
+    def __init__(self, pending: bool = False) -> None:
+        self.pending = pending
+        self.buffers: list[float] = []
+
+    def transcribe(self, audio, prompt, language, prefix=""):
+        from woasr.core.records import Segment, Transcription
+
+        self.buffers.append(len(audio) / SAMPLE_RATE)
+        if not self.pending:
+            return Transcription(())
+        word = Word(0.0, 0.2, f" maybe{len(self.buffers)}")
+        return Transcription((Segment(0.0, 0.2, (word,)),))
+
+
+def speech_between_pauses(audio_dir):
+    from woasr.audio_io import load_audio
+
+    speech = load_audio(audio_dir / "en" / "ljspeech_LJ001-0002.wav")  # 1.9 s
+    pause = np.zeros(3 * SAMPLE_RATE, np.float32)
+    return np.concatenate([pause, speech, pause, pause]), (3.0, 3.0 + len(speech) / SAMPLE_RATE)
+
+
+def feed_chunks(processor, audio, chunk=0.5):
+    """Process every chunk; return (new audio start, end, whether the model was called) per update."""
+    step, updates = round(chunk * SAMPLE_RATE), []
+    for start in range(0, len(audio), step):
+        processor.insert_audio(audio[start : start + step])
+        calls = len(processor.asr.buffers)
+        processor.process()
+        updates.append((start / SAMPLE_RATE, (start + step) / SAMPLE_RATE, len(processor.asr.buffers) > calls))
+    return updates
+
+
+def test_updates_that_would_hear_only_silence_skip_the_model_and_the_buffer_is_cut_at_the_pause(audio_dir):
+    audio, (speech_start, speech_end) = speech_between_pauses(audio_dir)
+    asr = CountingASR()
+    processor = OnlineASRProcessor(asr, settings=ProcessorSettings(silent_below=0.35, pause_trim_s=2.0))
+    updates = feed_chunks(processor, audio)
+    called = [(a, b) for a, b, call in updates if call]
+    assert called and processor.skipped_updates == len(updates) - len(called) >= 14
+    # Every model call had speech in its new audio (give or take the detector's 0.1 s of context).
+    assert all(b > speech_start - 0.1 and a < speech_end + 0.6 for a, b in called)
+    assert processor.buffer_s <= 2.0 + 0.5  # cut at the pause instead of growing to 12 s
+    plain = OnlineASRProcessor(CountingASR())
+    assert all(call for _, _, call in feed_chunks(plain, audio))  # off by default: every update calls
+
+
+def test_a_pending_word_keeps_the_updates_coming_in_silence(audio_dir):
+    audio, _ = speech_between_pauses(audio_dir)
+    processor = OnlineASRProcessor(CountingASR(pending=True), settings=ProcessorSettings(silent_below=0.35))
+    calls = [call for _, _, call in feed_chunks(processor, audio)]
+    first = calls.index(True)  # silence before anything was heard is skipped
+    assert first >= 4 and all(calls[first:])  # from then on a word waits, and may still be agreed on

@@ -64,9 +64,14 @@ def test_bench_runs_concurrent_tcp_streams(audio_dir, tmp_path):
         assert r["refused"] == 0 and r["admitted"] == r["streams"]
         assert r["wer"] < 0.3 and r["latency_ms"]["p50"] > 0
         assert len(r["wer_per_stream"]) == r["streams"] and all(w < 0.5 for w in r["wer_per_stream"])
+        # Scored against offline too, and against the same audio streamed alone (what load cost).
+        assert r["wer_vs_offline"] < 0.3 and len(r["wer_vs_offline_per_stream"]) == r["streams"]
+        assert r["max_wer_increase_vs_alone"] is not None and abs(r["max_wer_increase_vs_alone"]) < 0.2
         # Server CPU time per second of audio streamed: a loaded server's real cost, not zero, not absurd.
         assert 0.05 < r["core_seconds_per_audio_second"] < 3.0
     assert "max_streams_p95_under_2s" in report and report["model"] == "tiny.en"
+    assert [p["referenced"] for p in report["playlists"]] == [True, True]
+    assert all(p["wer_alone"] < 0.3 for p in report["playlists"])
     image = png.read_bytes()
     assert image.startswith(b"\x89PNG\r\n\x1a\n") and len(image) > 10_000
 
@@ -87,6 +92,35 @@ def test_bench_runs_websocket_streams_with_partials(audio_dir, tmp_path):
         assert r["latency_ms"]["p50"] > 0
         assert isinstance(r["partial_latency_ms"]["p50"], float) and r["partial_latency_ms"]["p50"] > 0
     assert "| 2 |" in table
+
+
+@pytest.mark.model
+def test_bench_scores_a_manifest_without_references_against_offline(audio_dir, tmp_path):
+    out = tmp_path / "bench.json"
+    run("bench", "--playlist", f"{audio_dir}/unref/manifest.tsv:ibm_call_center_25s.wav", "--streams", "1",
+        "--seconds", "8", "--json", str(out))
+    report = json.loads(out.read_text())
+    (only,) = report["runs"]
+    assert only["wer"] is None and only["wer_per_stream"] == [None]  # nothing to compare with but offline
+    assert only["wer_vs_offline"] is not None and only["wer_vs_offline"] < 0.4
+    assert report["playlists"][0]["clips"] == ["ibm_call_center_25s.wav"]
+    assert report["playlists"][0]["seconds"] == pytest.approx(8.5, abs=0.1)  # cut to 8 s, plus the gap
+
+
+def test_bench_playlists_mix_the_sets_in_turn_and_cut_only_long_clips(audio_dir):
+    from woasr.tools.bench import clip_set, default_sets, playlists
+
+    sets = [clip_set(spec) for spec in default_sets(str(audio_dir))]
+    assert {r.name.split("/")[0] for r in sets[0]} == {"en", "long"} and all(r.reference for r in sets[0])
+    assert all(r.name.startswith("conv/") for r in sets[1]) and all(r.reference is None for r in sets[2])
+    three = playlists(sets, 3, 20.0)
+    first = sets[0][0]
+    assert three[0].clips[:2] == (first.name, sets[1][0].name)  # one clip of each set in turn
+    assert all(19.5 <= p.seconds <= 20.0 + 2 * first.seconds + 1 for p in three)
+    assert three[0].reference is None  # the conversational clip was cut: no reference for the whole
+    assert playlists(sets, 1, 20.0)[0].pcm == three[0].pcm  # stream k is the same audio in every run
+    (whole,) = playlists([sets[0]], 1, 5.0)
+    assert whole.clips == (first.name,) and whole.reference == first.reference  # short clips stay whole
 
 
 async def tcp_client_reading(data: bytes) -> tuple[ClientResult, Timings]:

@@ -34,7 +34,17 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--threads", type=int, default=0,
                        help="CPU threads per model call (0: the cores shared out among the server's workers, "
                             "one per call on a CPU; simulate and eval use the same)")
-    group.add_argument("--beam", type=int, default=5, help="beam size (default: 5; 1 = greedy)")
+    group.add_argument("--beam", type=int, default=5,
+                       help="beam size (default: 5; 1 = greedy); with --greedy-first, the fallback's beam")
+    group.add_argument("--incremental", action=argparse.BooleanOptionalAction, default=True,
+                       help="decode a live buffer once, its committed words forced as the decoder's prefix "
+                            "(default: on; off: faster-whisper decodes the whole buffer each update)")
+    group.add_argument("--greedy-first", action=argparse.BooleanOptionalAction, default=True,
+                       help="with --incremental: decode greedily, the beam search only when the greedy tail "
+                            "is unsure (default: on)")
+    group.add_argument("--fallback-logprob", type=float, default=-0.5,
+                       help="with --greedy-first: a greedy tail less probable than this per token is decoded "
+                            "again with the beam (default: -0.5)")
     group.add_argument("--encoder-window", choices=["full", "auto"], default="auto",
                        help="full: pad to 30 s as faster-whisper does; auto: encode the buffer "
                             "+1 s, at least 10 s (default: auto, see docs/eval.md)")
@@ -62,6 +72,13 @@ def add_processor_options(parser: argparse.ArgumentParser) -> None:
                        help="drop hypothesised words during which the voice-activity detector's speech "
                             "probability never reached this (words invented in pauses; default: "
                             f"{defaults.guards.min_speech_probability}, 0 = off)")
+    group.add_argument("--silent-below", type=float, default=defaults.silent_below,
+                       help="skip an update's model call when no word is pending and the voice-activity "
+                            "detector's speech probability of the new audio stayed below this "
+                            f"(default: {defaults.silent_below}; 0 = never skip)")
+    group.add_argument("--pause-trim", type=float, default=defaults.pause_trim_s,
+                       help="at a skipped silent update, cut a buffer longer than this many seconds after "
+                            f"its last committed word (default: {defaults.pause_trim_s}; 0 = off)")
     group.add_argument("--holdback", type=float, default=defaults.holdback_s,
                        help=f"agreed words ending this close to the buffer end wait (default: {defaults.holdback_s})")
     group.add_argument("--trim", type=float, default=defaults.trim_s,
@@ -90,7 +107,7 @@ def vad_settings(args: argparse.Namespace, always: bool = False) -> VadSettings 
 def processor_settings(args: argparse.Namespace) -> ProcessorSettings:
     return ProcessorSettings(
         trim_s=args.trim, max_buffer_s=args.max_buffer, holdback_s=args.holdback, agreement=args.agreement,
-        doubtful_below=args.doubtful_below,
+        doubtful_below=args.doubtful_below, silent_below=args.silent_below, pause_trim_s=args.pause_trim,
         guards=dataclasses.replace(GuardSettings(), min_speech_probability=args.speech_guard),
     )
 
@@ -111,7 +128,8 @@ def build_asr(args: argparse.Namespace, workers: int = 1, threads: int | None = 
 
     decode = DecodeSettings(
         beam_size=args.beam, task=args.task, vad_filter=args.vad_filter, encoder_window=args.encoder_window,
-        silence_pad_s=args.silence_pad, single_pass=not args.redecode_tail,
+        silence_pad_s=args.silence_pad, single_pass=not args.redecode_tail, incremental=args.incremental,
+        greedy_first=args.greedy_first, fallback_logprob=args.fallback_logprob,
     )
     return FasterWhisperASR(
         args.model, language_arg(args.lang), device=args.device, compute_type=args.compute_type,
@@ -309,18 +327,25 @@ def cmd_client(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from woasr.tools.bench import bench, markdown_table, plot
-    from woasr.tools.evaluate import read_manifest, write_report
+    from woasr.tools.bench import bench, clip_set, default_sets, markdown_table, plot, with_baselines
+    from woasr.tools.evaluate import write_report
 
-    rows = read_manifest(args.manifest, args.glob)
-    if not rows:
-        log.error("no manifest rows match %r", args.glob)
-        return 2
+    specs = args.playlist or ([f"{args.manifest}:{args.glob}"] if args.manifest else default_sets())
+    sets = [clip_set(spec) for spec in specs]
     counts = [int(n) for n in args.streams.split(",")]
     if args.plot:
         import matplotlib  # noqa: F401 -- missing: fail now, not after the whole bench
-    report = bench(rows, counts, args.seconds, args.url, args.serve_args.split(), transport=args.transport,
-                   partials=args.partials)
+    baselines = None
+    if args.baselines:
+        # The server's own streaming options (model, chunk, policy), for the offline and alone transcripts.
+        served, _ = build_parser().parse_known_args(["simulate", "-", *args.serve_args.split()])
+
+        def baselines(lists):
+            asr = build_asr(served)
+            return with_baselines(lists, asr, processor_settings(served), served.min_chunk)
+
+    report = bench(sets, counts, args.seconds, args.url, args.serve_args.split(), transport=args.transport,
+                   partials=args.partials, baselines=baselines)
     write_report(report, args.json)
     if args.plot:
         plot(report, args.plot)
@@ -385,8 +410,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-chunk", type=float, default=0.0,
                        help="admission: refuse a new session when, with it, each update would wait for more "
                             "than this many seconds of audio (measured compute per update x sessions / "
-                            "workers; default: 0 = --min-chunk, i.e. refuse a session that would slow the "
-                            "admitted ones down; larger values trade latency for streams)")
+                            "workers; default: 0 = half of --latency-target, at least --min-chunk: a word is "
+                            "committed when two updates agree, so a longer chunk cannot keep the target)")
     serve.add_argument("--latency-target", type=float, default=2.0,
                        help="admission: refuse a new session while the 95th percentile of recently committed "
                             "words' latency is above this many seconds (default: 2.0; 0 = off)")
@@ -421,17 +446,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     be = sub.add_parser("bench", help="latency and WER of N concurrent real-time streams against a server")
     be.add_argument("--streams", default="1,2,4,6,8", help="comma-separated stream counts (default: 1,2,4,6,8)")
-    be.add_argument("--manifest", required=True)
-    be.add_argument("--glob", default="en/*", help="clips to stream (default: en/*)")
-    be.add_argument("--seconds", type=float, default=30.0, help="audio per stream, clips joined (default: 30)")
+    be.add_argument("--manifest", default=None,
+                    help="one clip set: a manifest (with --glob); default: the mixed --playlist")
+    be.add_argument("--glob", default="en/*", help="clips of --manifest to stream (default: en/*)")
+    be.add_argument("--playlist", action="append", metavar="MANIFEST[:GLOB,...]",
+                    help="a clip set to mix into every stream, clips taken from the sets in turn (repeat it); "
+                         "a manifest without references is scored against offline. Default: set A "
+                         "(manifest.tsv:en/*,long/*), conv/ and unref/ of ../shared/audio")
+    be.add_argument("--seconds", type=float, default=60.0, help="audio per stream (default: 60)")
+    be.add_argument("--baselines", action=argparse.BooleanOptionalAction, default=True,
+                    help="transcribe every stream's audio offline and as one stream alone before the runs, "
+                         "to score streams without references and the WER load costs (default: on)")
     be.add_argument("--url", default=None,
                     help="a running server, tcp://HOST:PORT or ws://HOST:PORT/ (default: start one)")
     be.add_argument("--transport", choices=["tcp", "ws"], default="tcp",
                     help="protocol of the server the bench starts (default: tcp; --url's scheme wins)")
     be.add_argument("--partials", action="store_true",
                     help="WebSocket clients ask for partials and their latency is measured")
-    be.add_argument("--serve-args", default="--min-chunk 0.5",
-                    help="arguments for the started server (default: '--min-chunk 0.5')")
+    be.add_argument("--serve-args", default="",
+                    help="arguments for the started server (default: none, the shipped defaults)")
     be.add_argument("--json", default=None, metavar="OUT", help="write the JSON report here")
     be.add_argument("--plot", default=None, metavar="OUT.png",
                     help="write a PNG of committed (and partial) latency against the stream count here")

@@ -64,7 +64,8 @@ class ServerConfig:
     """Hard limit of concurrent sessions; 0 = decided by measured capacity alone."""
     max_chunk: float = 0.0
     """Admission: refuse a session when updates would have to cover more audio than this;
-    0 = ``min_chunk``: refuse one that would slow the admitted streams down at all."""
+    0 = half of ``latency_target`` (at least ``min_chunk``): a word is committed when two
+    updates agree on it, so a longer effective chunk cannot keep the target."""
     latency_target: float = 2.0
     """Admission: refuse a session while recently committed words came later than this (p95, seconds)."""
     metrics_port: int = 0
@@ -75,7 +76,9 @@ class ServerConfig:
     @property
     def admission_chunk(self) -> float:
         """The effective ``max_chunk``."""
-        return self.max_chunk or self.min_chunk
+        if self.max_chunk:
+            return self.max_chunk
+        return max(self.min_chunk, self.latency_target / 2) if self.latency_target > 0 else self.min_chunk
 
 
 class _EmbeddedUvicorn(uvicorn.Server):
@@ -174,6 +177,7 @@ class StreamingService:
             yield
         finally:
             self._runners.discard(runner)
+            self.engine.admission.load_fell()
             self.metrics.session_ended(runner.transport)
             self.metrics.forget_session(runner.session_id)
 

@@ -13,7 +13,7 @@ from woasr.core.audio import SAMPLE_RATE, FloatAudio, to_float32
 from woasr.core.guards import GuardSettings, clean_segments, drop_unconfirmed_tail, drop_words_in_silence
 from woasr.core.hypothesis import HypothesisBuffer
 from woasr.core.records import Transcription, TranscriptionRequest, Update, Word, join_words
-from woasr.core.vad import SpeechTrace
+from woasr.core.vad import FRAME_S, SpeechTrace
 
 SENTENCE_ENDS = (".", "?", "!", "。", "？", "！")
 
@@ -25,6 +25,9 @@ cost grows faster than the latency falls. The seed recommends 0.2-0.5."""
 
 CONTEXT_WORDS = 256
 """Committed words remembered: the prompt before the buffer and the forced prefix inside it."""
+
+PAUSE_KEPT_S = 0.5
+"""Seconds of a pause a buffer cut at that pause keeps, before the next speech."""
 
 LANGUAGE_LOCK_S = 2.0
 """With auto-detection, the language heard in a buffer this long is kept for the stream."""
@@ -59,6 +62,13 @@ class ProcessorSettings:
     """LocalAgreement-n: how many consecutive hypotheses must agree to commit."""
     doubtful_below: float = 0.0
     """An agreed word this improbable in an agreeing hypothesis waits for one more (0: off)."""
+    silent_below: float = 0.0
+    """Skip the model call of an update when no word is pending and the voice-activity
+    detector's speech probability stayed below this in all the audio since the last call:
+    the model would only hear the same words again (0: never skip; docs/eval.md)."""
+    pause_trim_s: float = 0.0
+    """At such a skipped update, a buffer longer than this is cut after its last committed
+    word, so the next utterance starts in a short buffer (0: off; needs ``silent_below``)."""
     guards: GuardSettings = field(default_factory=GuardSettings)
 
 
@@ -107,8 +117,11 @@ class OnlineASRProcessor:
         self._segment_ends: list[float] = []
         self._request_pad_s = 0.0
         self.detected_language: str | None = None
-        self._speech = SpeechTrace() if self.settings.guards.min_speech_probability > 0 else None
-        """Speech probabilities of the buffer, for the guard against words said in silence."""
+        wanted = self.settings.guards.min_speech_probability > 0 or self.settings.silent_below > 0
+        self._speech = SpeechTrace() if wanted else None
+        """Speech probabilities of the buffer: for the guard against words said in silence,
+        and to skip updates that would only hear silence."""
+        self.skipped_updates = 0
 
     @property
     def buffer_s(self) -> float:
@@ -158,6 +171,15 @@ class OnlineASRProcessor:
         """
         if not len(self.audio):
             return None
+        if pad_s == 0 and self._only_silence_is_new():
+            self.processed_until = self.received_until
+            self.skipped_updates += 1
+            if self.settings.pause_trim_s and self.buffer_s > self.settings.pause_trim_s:
+                # The newest hypothesis has no word past the committed ones: the model heard
+                # nothing there. A little of the pause is kept before the next speech.
+                pause_end = self.received_until / SAMPLE_RATE - PAUSE_KEPT_S
+                self._cut_buffer(max(self.hypothesis.last_committed_end, pause_end))
+            return None
         self.processed_until = self.received_until
         self._request_pad_s = pad_s
         audio = self.audio
@@ -165,6 +187,15 @@ class OnlineASRProcessor:
             audio = np.concatenate([audio, np.zeros(round(pad_s * SAMPLE_RATE), np.float32)])
         return TranscriptionRequest(audio, self.prompt(), self.language or self.detected_language, pad_s,
                                     self.prefix())
+
+    def _only_silence_is_new(self) -> bool:
+        """Nothing waits for agreement, and the audio since the last model call is silence."""
+        if self._speech is None or self.settings.silent_below <= 0 or self.hypothesis.partial:
+            return False
+        start = self.processed_until / SAMPLE_RATE
+        end = self.received_until / SAMPLE_RATE - FRAME_S  # the last frame may not be scored yet
+        peak = self._speech.peak(start, end) if end > start else None
+        return peak is not None and peak < self.settings.silent_below
 
     def apply(self, result: Transcription) -> Update:
         """Take the result of the request :meth:`prepare` returned; commit what agrees."""

@@ -12,7 +12,9 @@ The compute average misses what users feel: updates that wait behind others,
 long buffers, bursts. So the latency the admitted sessions actually get is
 watched too: while the 95th percentile of recently committed words' latency
 is above ``latency_target``, the admitted ones already miss it and one more
-would only make it worse, so a new session is refused.
+would only make it worse, so a new session is refused. Those latencies
+describe the load they were measured under: when a session ends they are
+forgotten, and the lighter load is measured afresh.
 """
 
 from __future__ import annotations
@@ -49,6 +51,10 @@ class Admission:
     def observe_committed(self, latencies: Iterable[float]) -> None:
         """Words were committed this long (seconds) after they were spoken."""
         self.recent_latencies.extend(latencies)
+
+    def load_fell(self) -> None:
+        """A session ended: the latencies seen under the heavier load no longer apply."""
+        self.recent_latencies.clear()
 
     @property
     def latency_p95(self) -> float | None:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import dataclasses
 import itertools
 import json
 import logging
@@ -42,9 +43,9 @@ import sys
 import textwrap
 import threading
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import psutil
@@ -60,11 +61,19 @@ from woasr.clients.ws_client import WsConnection, WsTransport
 from woasr.core.audio import SAMPLE_RATE
 from woasr.protocol.events import CAPACITY
 from woasr.protocol.messages import CLOSE_TRY_AGAIN_LATER
-from woasr.tools.evaluate import ManifestRow, percentiles_ms
+from woasr.core.processor import OnlineASRProcessor, ProcessorSettings
+from woasr.core.records import join_words
+from woasr.tools.evaluate import ManifestRow, percentiles_ms, read_manifest
+from woasr.tools.simulate import simulate
 from woasr.tools.textnorm import ErrorCount, count_errors
+
+if TYPE_CHECKING:
+    from woasr.asr.faster_whisper_backend import FasterWhisperASR
 
 log = logging.getLogger(__name__)
 
+DEFAULT_AUDIO_DIR = "../shared/audio"
+"""Where the default playlist's sets are (the checkout's sibling ``shared`` folder)."""
 BLOCK_S = 0.1
 GAP_S = 0.5
 TARGET_P95_MS = 2000
@@ -72,35 +81,102 @@ TARGET_P95_MS = 2000
 
 @dataclass(frozen=True, slots=True)
 class Playlist:
-    """One client's audio: consecutive clips joined with short silences, and its reference."""
+    """One client's audio: consecutive clips joined with short silences, and its reference.
+
+    ``reference`` is None unless every clip in it has one and was streamed whole;
+    ``offline`` (filled in by :func:`with_baselines`) is what the model makes of the
+    same audio transcribed whole, and ``alone`` what one simulated stream of it commits.
+    """
 
     pcm: bytes
-    reference: str
+    reference: str | None
     language: str
+    clips: tuple[str, ...] = ()
+    offline: str | None = None
+    alone: str | None = None
 
     @property
     def seconds(self) -> float:
         return len(self.pcm) / 2 / SAMPLE_RATE
 
+    @property
+    def audio(self) -> np.ndarray:
+        return np.frombuffer(self.pcm, np.int16).astype(np.float32) / 32768
 
-def playlists(rows: list[ManifestRow], count: int, seconds: float) -> list[Playlist]:
-    """``count`` distinct playlists of about ``seconds`` each, cycling through the clips.
 
-    Playlist k is the same for every ``count`` above k, so ``wer_per_stream[0]``
-    compares one and the same audio across stream counts.
+def clip_set(spec: str) -> list[ManifestRow]:
+    """The clips of one set, ``MANIFEST`` or ``MANIFEST:GLOB[,GLOB...]`` (e.g. ``manifest.tsv:conv/*``)."""
+    manifest, separator, pattern = spec.partition(".tsv:")
+    rows = read_manifest(manifest + ".tsv" if separator else manifest, pattern or None)
+    if not rows:
+        raise SystemExit(f"no clips in playlist set {spec!r}")
+    return rows
+
+
+def default_sets(audio_dir: str = DEFAULT_AUDIO_DIR) -> list[str]:
+    """The default mix: read speech (set A), conversational recordings, unreferenced calls and talks."""
+    return [f"{audio_dir}/manifest.tsv:en/*,long/*", f"{audio_dir}/manifest.tsv:conv/*",
+            f"{audio_dir}/unref/manifest.tsv"]
+
+
+def interleaved(sets: list[list[ManifestRow]]) -> Iterator[ManifestRow]:
+    """One clip of each set in turn, each set cycling through its clips, forever."""
+    position = [0] * len(sets)
+    for index in itertools.cycle(range(len(sets))):
+        rows = sets[index]
+        yield rows[position[index] % len(rows)]
+        position[index] += 1
+
+
+def playlists(sets: list[list[ManifestRow]], count: int, seconds: float) -> list[Playlist]:
+    """``count`` distinct playlists of about ``seconds`` each, taking clips from the sets in turn.
+
+    A clip is taken whole unless it is more than twice as long as what the
+    playlist still needs; then it is cut so the playlist holds ``seconds``
+    (streams of one run then end together). Playlist k is the same for every
+    ``count`` above k, so ``wer_per_stream[k]`` compares one audio across runs.
     """
-    clips = itertools.cycle(rows)
+    clips = interleaved(sets)
     gap = np.zeros(int(GAP_S * SAMPLE_RATE), np.float32)
+    wanted = round(seconds * SAMPLE_RATE)
     result = []
     for _ in range(count):
         audio: list[np.ndarray] = []
-        texts: list[str] = []
-        while sum(len(a) for a in audio) < seconds * SAMPLE_RATE:
+        texts: list[str | None] = []
+        names: list[str] = []
+        while (have := sum(len(a) for a in audio)) < wanted:
             row = next(clips)
-            audio += [load_audio(row.path), gap]
-            texts.append(row.reference)
-        result.append(Playlist(to_pcm16(np.concatenate(audio)), " ".join(texts), rows[0].language))
+            clip = load_audio(row.path)
+            if len(clip) > 2 * (wanted - have):
+                clip = clip[: wanted - have]
+                texts.append(None)
+            else:
+                texts.append(row.reference)
+            audio += [clip, gap]
+            names.append(row.name)
+        reference = " ".join(t for t in texts if t) if all(texts) else None
+        result.append(Playlist(to_pcm16(np.concatenate(audio)), reference, sets[0][0].language, tuple(names)))
     return result
+
+
+def with_baselines(lists: list[Playlist], asr: FasterWhisperASR, settings: ProcessorSettings,
+                   min_chunk: float, progress: bool = True) -> list[Playlist]:
+    """Each playlist with its offline transcription and its transcript streamed alone (simulated).
+
+    Both run in the bench process before any server load: ``offline`` scores a
+    stream without a reference; ``alone`` is the same audio as one stream with
+    the server's chunk, compute not simulated as time (what a lone stream on an
+    idle server commits), so the WER a stream loses to load can be told apart.
+    """
+    offline = asr.offline()
+    done = []
+    for playlist in tqdm(lists, desc="baselines", unit="stream", disable=not progress, file=sys.stderr):
+        audio = playlist.audio
+        offline_text = join_words(offline.transcribe(audio, "", asr.language).words)
+        processor = OnlineASRProcessor(asr, asr.language, settings)
+        alone = [w for step in simulate(processor, audio, min_chunk, aware=False) for w in step.update.committed]
+        done.append(dataclasses.replace(playlist, offline=offline_text, alone=join_words(alone)))
+    return done
 
 
 @dataclass(slots=True)
@@ -348,13 +424,20 @@ async def run_streams(
 
 
 def bench(
-    rows: list[ManifestRow], stream_counts: list[int], seconds: float, url: str | None, serve_args: list[str],
+    sets: list[list[ManifestRow]], stream_counts: list[int], seconds: float, url: str | None, serve_args: list[str],
     progress: bool = True, transport: str = "tcp", partials: bool = False,
+    baselines: Callable[[list[Playlist]], list[Playlist]] | None = None,
 ) -> dict[str, Any]:
     """Run every stream count; return the JSON-ready report.
 
-    ``transport`` (tcp or ws) applies to a server the bench starts; a ``url``'s scheme wins.
+    ``sets`` are the clip sets the playlists mix; ``baselines`` (see
+    :func:`with_baselines`) gives each playlist its offline and streamed-alone
+    transcripts before the server starts. ``transport`` (tcp or ws) applies
+    to a server the bench starts; a ``url``'s scheme wins.
     """
+    every = playlists(sets, max(stream_counts), seconds)
+    if baselines is not None:
+        every = baselines(every)
     runs = []
     with (ServerUnderTest(url, serve_args, transport, partials) as server, logging_redirect_tqdm(),
           _quiet_session_lines(progress)):
@@ -364,25 +447,16 @@ def bench(
         bar = tqdm(stream_counts, desc="bench", unit="run", disable=not progress, file=sys.stderr)
         for count in bar:
             bar.set_postfix(streams=count)
-            lists = playlists(rows, count, seconds)
+            lists = every[:count]
             results, cpu, rss, core_s = asyncio.run(run_streams(server, lists))
             admitted_audio_s = sum(p.seconds for p, r in zip(lists, results) if not r.refused)
-            errors, per_stream = ErrorCount(), []
-            for playlist, result in zip(lists, results):
-                if result.refused:
-                    per_stream.append(None)
-                    continue
-                stream_errors = count_errors(playlist.reference, " ".join(result.text), playlist.language)
-                errors += stream_errors
-                per_stream.append(round(stream_errors.rate, 4))
             latencies = [x for r in results for x in r.latencies]
             runs.append({
                 "streams": count,
                 "latency_ms": percentiles_ms(latencies),
                 "partial_latency_ms": percentiles_ms([x for r in results for x in r.partial_latencies],
                                                      ("p50", "p95")),
-                "wer": round(errors.rate, 4),
-                "wer_per_stream": per_stream,
+                **score_streams(lists, results),
                 "refused": sum(r.refused for r in results),
                 "admitted": sum(not r.refused for r in results),
                 "cpu_percent": round(cpu, 1),
@@ -400,8 +474,63 @@ def bench(
         "server": url or "woasr serve " + " ".join(serve_args),
         "model": server.model,
         "cpu_count": os.cpu_count(),
+        "playlists": [{"clips": list(p.clips), "seconds": round(p.seconds, 1), "referenced": p.reference is not None,
+                       "wer_alone": _rate(_errors_of(p, p.alone)), "wer_alone_vs_offline": _rate(_vs_offline(p, p.alone))}
+                      for p in every],
         "runs": runs,
         "max_streams_p95_under_2s": max(under) if under else 0,
+    }
+
+
+def _errors_of(playlist: Playlist, text: str | None) -> ErrorCount | None:
+    """Errors of ``text`` against the playlist's reference (else its offline transcript; None: neither)."""
+    if text is None:
+        return None
+    if playlist.reference is not None:
+        return count_errors(playlist.reference, text, playlist.language)
+    return _vs_offline(playlist, text)
+
+
+def _vs_offline(playlist: Playlist, text: str | None) -> ErrorCount | None:
+    if text is None or playlist.offline is None:
+        return None
+    return count_errors(playlist.offline, text, playlist.language)
+
+
+def _rate(errors: ErrorCount | None) -> float | None:
+    return round(errors.rate, 4) if errors is not None else None
+
+
+def score_streams(lists: list[Playlist], results: list[ClientResult]) -> dict[str, Any]:
+    """A run's WER figures: against references, against offline, and what load cost against streaming alone.
+
+    ``wer`` pools the streams whose playlist has a reference; ``wer_vs_offline``
+    every stream (when baselines were computed). ``wer_increase_vs_alone_per_stream``
+    is each stream's WER (reference, else offline) minus that of its audio
+    streamed alone: the accuracy the load took away.
+    """
+    referenced, vs_offline = ErrorCount(), ErrorCount()
+    per_stream, per_stream_offline, increase = [], [], []
+    for playlist, result in zip(lists, results):
+        text = None if result.refused else " ".join(result.text)
+        if text is not None and playlist.reference is not None:
+            errors = count_errors(playlist.reference, text, playlist.language)
+            referenced += errors
+        per_stream.append(_rate(errors) if text is not None and playlist.reference is not None else None)
+        offline_errors = _vs_offline(playlist, text)
+        if offline_errors is not None:
+            vs_offline += offline_errors
+        per_stream_offline.append(_rate(offline_errors))
+        streamed, alone = _errors_of(playlist, text), _errors_of(playlist, playlist.alone)
+        increase.append(round(streamed.rate - alone.rate, 4) if streamed and alone else None)
+    measured = [x for x in increase if x is not None]
+    return {
+        "wer": round(referenced.rate, 4) if referenced.reference_tokens else None,
+        "wer_per_stream": per_stream,
+        "wer_vs_offline": round(vs_offline.rate, 4) if vs_offline.reference_tokens else None,
+        "wer_vs_offline_per_stream": per_stream_offline,
+        "wer_increase_vs_alone_per_stream": increase,
+        "max_wer_increase_vs_alone": max(measured) if measured else None,
     }
 
 
@@ -420,17 +549,22 @@ def _quiet_session_lines(quiet: bool) -> Iterator[None]:
 
 
 def markdown_table(report: dict[str, Any]) -> str:
-    lines = ["| streams | latency p50/p95/max ms | partial p50/p95 ms | WER | refused | server CPU % "
-             "| core-s per audio s | server RSS MB |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| streams | latency p50/p95/max ms | partial p50/p95 ms | WER | WER vs offline "
+             "| max WER increase vs alone | refused | server CPU % | core-s per audio s | server RSS MB |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for run in report["runs"]:
         lat, part = run["latency_ms"], run["partial_latency_ms"]
         lines.append(f"| {run['streams']} | {lat['p50']}/{lat['p95']}/{lat['max']} | {part['p50']}/{part['p95']} "
-                     f"| {run['wer']:.2%} | {run['refused']} | {run['cpu_percent']} "
+                     f"| {_percent(run['wer'])} | {_percent(run['wer_vs_offline'])} "
+                     f"| {_percent(run['max_wer_increase_vs_alone'])} | {run['refused']} | {run['cpu_percent']} "
                      f"| {run['core_seconds_per_audio_second']} | {run['rss_mb']} |")
     lines.append(f"\nhighest stream count with committed p95 <= 2 s and no refusal: "
                  f"{report['max_streams_p95_under_2s']}")
     return "\n".join(lines)
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2%}"
 
 
 def plot(report: dict[str, Any], out: str | os.PathLike[str]) -> None:
