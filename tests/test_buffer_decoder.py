@@ -55,3 +55,10 @@ def test_a_looping_greedy_tail_is_capped(tiny_en):
     policy = tiny_en.buffer_decoder.policy
     words = tiny_en.with_decode(beam_size=1).transcribe(noise, "", "en").words
     assert len(words) <= policy.min_new_tokens + policy.tokens_per_second * 2
+
+
+def test_a_full_stop_where_an_older_buffer_ended_does_not_end_the_text(tiny_en, audio_dir):
+    audio = load_audio(audio_dir / CLIP)
+    plain = tiny_en.with_decode(incremental=False).transcribe(audio, "", "en").words
+    cut = join_words(plain[:5]).rstrip(",") + "."  # "Printing, in the only sense." mid-sentence
+    assert tokens(tiny_en.transcribe(audio, "", "en", prefix=cut).words) == tokens(plain[5:])

@@ -213,3 +213,21 @@ def test_a_pending_word_keeps_the_updates_coming_in_silence(audio_dir):
     calls = [call for _, _, call in feed_chunks(processor, audio)]
     first = calls.index(True)  # silence before anything was heard is skipped
     assert first >= 4 and all(calls[first:])  # from then on a word waits, and may still be agreed on
+
+
+def test_a_long_buffer_is_cut_in_the_latest_pause_between_committed_words():
+    phrases = [words_at("one two three four five", start=0.0), words_at("six seven eight nine", start=2.5),
+               words_at("ten eleven twelve thirteen fourteen", start=4.6), words_at("fifteen sixteen", start=7.2)]
+    script = [w for phrase in phrases for w in phrase]  # pauses of 0.7-0.8 s between phrases, 0.1 s inside
+    processor = OnlineASRProcessor(ScriptedASR(script), settings=ProcessorSettings(pause_trim_s=3.0))
+    committed, offsets = [], {0}
+    for t in np.arange(0.0, 9.0, 0.5):
+        processor.insert_audio(clock_audio(t, t + 0.5))
+        committed += processor.process().committed
+        offsets.add(processor.buffer_offset)
+        assert processor.buffer_s < 4.5
+    committed += processor.finish().committed
+    pauses = [(a[-1].end, b[0].start) for a, b in zip(phrases, phrases[1:])]
+    cuts = sorted(offsets - {0})
+    assert len(cuts) >= 2 and all(any(end < c / SAMPLE_RATE < start for end, start in pauses) for c in cuts)
+    assert [w.text for w in committed] == [w.text for w in script]  # nothing lost or repeated at the cuts

@@ -30,6 +30,9 @@ PREPEND_PUNCTUATIONS = "\"'“¿([{-"
 APPEND_PUNCTUATIONS = "\"'.。,，!！?？:：”)]}、"
 """faster-whisper's defaults: punctuation merged into the neighbouring word."""
 
+TRAILING_PUNCTUATION = ".。,，!！?？:：;、…"
+"""Punctuation not forced at the end of a prefix (the decoder may put it back)."""
+
 MAX_COMPRESSION_RATIO = 2.4
 """Text that gzip shrinks more than this is a loop (Whisper's own threshold)."""
 
@@ -90,6 +93,9 @@ class BufferDecoder:
             language = whisper.model.detect_language(encoder_output)[0][0][0][2:-2]
         tokenizer = Tokenizer(whisper.hf_tokenizer, whisper.model.is_multilingual, task=self.task,
                               language=language or "en")
+        # The last committed word's punctuation was heard where an older buffer ended; forced,
+        # a full stop there makes the decoder end the text instead of going on.
+        prefix = prefix.rstrip().rstrip(TRAILING_PUNCTUATION)
         previous = tokenizer.encode(" " + prompt.strip()) if prompt.strip() else []
         prompt_tokens = whisper.get_prompt(tokenizer, previous[-(whisper.max_length // 2 - 1) :],
                                            without_timestamps=True, prefix=prefix or None)

@@ -67,8 +67,11 @@ class ProcessorSettings:
     detector's speech probability stayed below this in all the audio since the last call:
     the model would only hear the same words again (0: never skip; docs/eval.md)."""
     pause_trim_s: float = 0.0
-    """At such a skipped update, a buffer longer than this is cut after its last committed
-    word, so the next utterance starts in a short buffer (0: off; needs ``silent_below``)."""
+    """A buffer longer than this is cut in the latest pause (at least ``pause_s``) between
+    committed words, or after them at a skipped silent update: short buffers cost less to
+    encode and less forced prefix to decode, and no word is cut at a pause (0: off)."""
+    pause_s: float = 0.3
+    """The shortest gap between committed words that counts as a pause for ``pause_trim_s``."""
     guards: GuardSettings = field(default_factory=GuardSettings)
 
 
@@ -293,7 +296,24 @@ class OnlineASRProcessor:
             cut = self._last_committed_boundary()
             if cut is not None:
                 self._cut_buffer(cut)
+        if settings.pause_trim_s and self.buffer_s > settings.pause_trim_s:
+            cut = self._last_committed_pause()
+            if cut is not None:
+                self._cut_buffer(cut)
         return ()
+
+    def _last_committed_pause(self) -> float | None:
+        """The middle of the latest pause inside the buffer that has committed words on both sides
+        (or a committed word before and the newest hypothesis' first word after)."""
+        start = self.buffer_offset / SAMPLE_RATE
+        inside = [w for w in self._context if w.start >= start]
+        pairs = list(zip(inside, inside[1:]))
+        if inside and self.hypothesis.partial:
+            pairs.append((inside[-1], self.hypothesis.partial[0]))
+        for before, after in reversed(pairs):
+            if after.start - before.end >= self.settings.pause_s:
+                return (before.end + after.start) / 2
+        return None
 
     def _last_committed_boundary(self) -> float | None:
         """The latest segment end (else sentence end) that is already committed."""
