@@ -37,10 +37,10 @@ def test_the_whole_buffer_as_prefix_leaves_nothing_to_add(tiny_en, audio_dir):
 
 def test_greedy_is_tried_first_and_the_beam_only_when_unsure(tiny_en, audio_dir):
     audio = load_audio(audio_dir / CLIP)
-    sure = tiny_en.with_decode()
+    sure = tiny_en.with_decode(greedy_first=True)
     greedy = sure.transcribe(audio, "", "en").words
     assert sure.buffer_decoder.fallbacks == 0  # clear read speech: the greedy tail is sure
-    unsure = tiny_en.with_decode(fallback_logprob=0.0)  # every real tail is below 0: always unsure
+    unsure = tiny_en.with_decode(greedy_first=True, fallback_logprob=0.0)  # every real tail is below 0: unsure
     searched = unsure.transcribe(audio, "", "en").words
     assert unsure.buffer_decoder.fallbacks == 1
     beam_only = tiny_en.with_decode(greedy_first=False)
@@ -53,7 +53,7 @@ def test_a_looping_greedy_tail_is_capped(tiny_en):
     rng = np.random.default_rng(0)
     noise = (rng.standard_normal(SAMPLE_RATE * 2) * 0.3).astype(np.float32)
     policy = tiny_en.buffer_decoder.policy
-    words = tiny_en.with_decode(beam_size=1).transcribe(noise, "", "en").words
+    words = tiny_en.with_decode(beam_size=1, greedy_first=True).transcribe(noise, "", "en").words
     assert len(words) <= policy.min_new_tokens + policy.tokens_per_second * 2
 
 

@@ -39,9 +39,9 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--incremental", action=argparse.BooleanOptionalAction, default=True,
                        help="decode a live buffer once, its committed words forced as the decoder's prefix "
                             "(default: on; off: faster-whisper decodes the whole buffer each update)")
-    group.add_argument("--greedy-first", action=argparse.BooleanOptionalAction, default=True,
+    group.add_argument("--greedy-first", action=argparse.BooleanOptionalAction, default=False,
                        help="with --incremental: decode greedily, the beam search only when the greedy tail "
-                            "is unsure (default: on)")
+                            "is unsure (default: off; cheaper, about a WER point worse, docs/eval.md)")
     group.add_argument("--fallback-logprob", type=float, default=-0.5,
                        help="with --greedy-first: a greedy tail less probable than this per token is decoded "
                             "again with the beam (default: -0.5)")

@@ -43,7 +43,7 @@ class TailPolicy:
 
     beam_size: int = 5
     """Beam of the fallback search (1: greedy only)."""
-    greedy_first: bool = True
+    greedy_first: bool = False
     """Decode greedily first and search with the beam only when unsure."""
     fallback_logprob: float = -0.5
     """Greedy tails whose mean token log-probability is below this are decoded again with the beam."""

@@ -45,8 +45,9 @@ class DecodeSettings:
     pass, the committed words forced as the decoder's prefix, the tail greedy first and
     with the beam only when unsure (docs/eval.md, "Cheaper updates"). Off: faster-whisper's
     ``transcribe`` decodes the whole buffer every update."""
-    greedy_first: bool = True
-    """With ``incremental``: greedy decoding, the beam search only as the fallback."""
+    greedy_first: bool = False
+    """With ``incremental``: greedy decoding, the beam search only as the fallback. Off by
+    default: it saved about a third of the decoder time and cost about a WER point (docs/eval.md)."""
     fallback_logprob: float = -0.5
     """With ``greedy_first``: a greedy tail less probable than this per token is decoded again with the beam."""
     silence_pad_s: float = 0.0

@@ -513,10 +513,11 @@ def score_streams(lists: list[Playlist], results: list[ClientResult]) -> dict[st
     per_stream, per_stream_offline, increase = [], [], []
     for playlist, result in zip(lists, results):
         text = None if result.refused else " ".join(result.text)
+        errors = None
         if text is not None and playlist.reference is not None:
             errors = count_errors(playlist.reference, text, playlist.language)
             referenced += errors
-        per_stream.append(_rate(errors) if text is not None and playlist.reference is not None else None)
+        per_stream.append(_rate(errors))
         offline_errors = _vs_offline(playlist, text)
         if offline_errors is not None:
             vs_offline += offline_errors
