@@ -445,7 +445,8 @@ def build_parser() -> argparse.ArgumentParser:
     client.set_defaults(func=cmd_client)
 
     be = sub.add_parser("bench", help="latency and WER of N concurrent real-time streams against a server")
-    be.add_argument("--streams", default="1,2,4,6,8", help="comma-separated stream counts (default: 1,2,4,6,8)")
+    be.add_argument("--streams", default="1,2,4,6,8,10",
+                    help="comma-separated stream counts (default: 1,2,4,6,8,10)")
     be.add_argument("--manifest", default=None,
                     help="one clip set: a manifest (with --glob); default: the mixed --playlist")
     be.add_argument("--glob", default="en/*", help="clips of --manifest to stream (default: en/*)")
