@@ -48,6 +48,8 @@ class ServerProcess:
             # Measured-capacity admission would refuse some of the concurrent test clients on a
             # loaded machine; the tests of admission set their own limits.
             args = [*args, "--max-chunk", "1000"]
+            if "--latency-target" not in args:
+                args = [*args, "--latency-target", "0"]
         self.command = (command or [*WOASR, "serve"]) + args
         self.env = {**os.environ, **(env or {})}
         self.proc: subprocess.Popen[str] | None = None

@@ -90,8 +90,8 @@ def test_odd_chunk_sizes_give_the_same_transcript_as_aligned_chunks(manifest):
     assert normalize_text(aligned) == "in being comparatively modern"
 
 
-def test_three_concurrent_clients_get_their_own_transcripts(server, manifest):
-    names = [JFK, "en/ljspeech_LJ001-0001.wav", "en/librispeech_1089-134686-0000.wav"]
+def test_four_concurrent_clients_get_their_own_transcripts(server, manifest):
+    names = [JFK, "en/ljspeech_LJ001-0001.wav", "en/librispeech_1089-134686-0000.wav", "en/ljspeech_LJ001-0009.wav"]
     results: dict[str, list[str]] = {}
 
     def client(name: str) -> None:
