@@ -110,7 +110,7 @@ class BufferDecoder:
             self.fallbacks += 1
             tail = self._decode(encoder_output, prompt_tokens, tokenizer, forced, max_length, None)
         if tail.new == 0:
-            return Transcription((), language)
+            return Transcription((), language, bool(prefix))
 
         segment = {"seek": 0, "start": 0.0, "end": duration, "tokens": tail.tokens}
         whisper.add_word_timestamps([[segment]], tokenizer, encoder_output, content_frames,
@@ -121,10 +121,10 @@ class BufferDecoder:
             for w in aligned[_forced_words(aligned, prefix):]
         )
         if not words:
-            return Transcription((), language)
+            return Transcription((), language, bool(prefix))
         heard = Segment(words[0].start, words[-1].end, words, no_speech_prob=tail.no_speech_prob,
                         avg_logprob=tail.logprob, compression_ratio=tail.compression_ratio)
-        return Transcription((heard,), language)
+        return Transcription((heard,), language, bool(prefix))
 
     def _decode(self, encoder_output, prompt_tokens: list[int], tokenizer: Tokenizer, forced: int,
                 max_length: int, beam: int | None) -> _Tail:

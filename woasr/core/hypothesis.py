@@ -57,9 +57,16 @@ class HypothesisBuffer:
         """The uncommitted words of the newest hypothesis."""
         return tuple(self._hypotheses[-1]) if self._hypotheses else ()
 
-    def insert(self, words: list[Word] | tuple[Word, ...]) -> None:
-        """Add a new hypothesis (absolute times), cleaned of what is already committed."""
-        fresh = [w for w in words if (w.start + w.end) / 2 > self.last_committed_end]
+    def insert(self, words: list[Word] | tuple[Word, ...], after_committed: bool = False) -> None:
+        """Add a new hypothesis (absolute times), cleaned of what is already committed.
+
+        ``after_committed``: the words were decoded after the committed text, forced as the
+        decoder's prefix, so none is a committed word heard again, wherever its aligned time
+        falls (the first word after the prefix is often aligned a little early).
+        """
+        fresh = list(words) if after_committed else [
+            w for w in words if (w.start + w.end) / 2 > self.last_committed_end
+        ]
         self._hypotheses.append(self._drop_committed_overlap(fresh))
 
     def flush(self, until: float | None = None) -> tuple[Word, ...]:

@@ -207,7 +207,7 @@ class OnlineASRProcessor:
             result = result.clipped(self.buffer_s)  # nothing was said in the padding
         if self.language is None and result.language and self.buffer_s >= LANGUAGE_LOCK_S:
             self.detected_language = result.language
-        self.hypothesis.insert(self.heard(result, offset))
+        self.hypothesis.insert(self.heard(result, offset), after_committed=result.after_prefix)
         self._segment_ends = [s.end + offset for s in result.segments if s.words]
         until = self.received_until / SAMPLE_RATE - self.settings.holdback_s
         committed = self._remember(self.hypothesis.flush(until))

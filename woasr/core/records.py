@@ -59,6 +59,9 @@ class Transcription:
 
     segments: tuple[Segment, ...]
     language: str | None = None
+    after_prefix: bool = False
+    """The words are those after the request's prefix (committed text the decoder was forced
+    through), not the whole buffer's."""
 
     @property
     def words(self) -> tuple[Word, ...]:
@@ -75,7 +78,7 @@ class Transcription:
                     s.no_speech_prob, s.avg_logprob, s.compression_ratio)
             for s in self.segments
         )
-        return Transcription(segments, self.language)
+        return Transcription(segments, self.language, self.after_prefix)
 
 
 @dataclass(frozen=True, slots=True)
