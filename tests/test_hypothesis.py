@@ -1,5 +1,7 @@
 """LocalAgreement on synthetic word lists: no model, no audio."""
 
+import pytest
+
 from woasr.core.hypothesis import HypothesisBuffer, normalize_token
 from woasr.core.records import Word
 
@@ -169,3 +171,22 @@ def test_a_doubtful_agreed_word_waits_for_one_more_hypothesis():
     confident.insert(words_at("to reduce"))
     confident.insert(words_at("to reduce"))
     assert texts(confident.flush()) == ["to", "reduce"]  # probable words need no third hypothesis
+
+
+def test_words_decoded_after_the_committed_prefix_are_kept_even_if_aligned_early():
+    buf = HypothesisBuffer()
+    for _ in range(2):
+        buf.insert(words_at("one two"))  # ends 0.3, 0.7
+    assert texts(buf.flush()) == ["one", "two"] and buf.last_committed_end == pytest.approx(0.7)
+    early = [Word(0.5, 0.8, " three"), Word(0.8, 1.1, " four")]  # "three" aligned into "two"
+    plain = HypothesisBuffer()
+    plain.insert(words_at("one two"))
+    plain.insert(words_at("one two"))
+    plain.flush()
+    plain.insert(early)
+    assert texts(plain.partial) == ["four"]  # by time alone "three" looks like "two" heard again
+    buf.insert(early, after_committed=True)
+    buf.insert(early, after_committed=True)
+    committed = buf.flush()
+    assert texts(committed) == ["three", "four"]
+    assert committed[0].start == pytest.approx(0.7)  # moved to start where "two" ended
