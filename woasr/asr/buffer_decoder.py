@@ -4,12 +4,13 @@ faster-whisper's ``transcribe`` is built for files: it decodes timestamp
 tokens, may run encoder and decoder twice on one buffer (its seek loop), and
 decodes every word of the buffer again on every update, with beam search. In
 a stream most of the buffer was already committed by earlier updates. Here
-the committed words inside the buffer are forced as the decoder's prefix (one
-forward pass, not one step per token), so only the uncommitted tail is
-decoded step by step; the tail is decoded greedily and again with beam
-search only when the greedy result looks unsure (low log-probability, a
-loop, text that compresses too well); words are aligned in the same encoder
-output. The profile that motivated it is in docs/eval.md ("Cheaper updates").
+the committed words inside the buffer are forced as the decoder's prefix, so
+the search runs only over the uncommitted tail (CTranslate2 still feeds the
+prefix token by token, which is cheaper than searching it but not free); the
+tail is decoded with beam search, or, with ``greedy_first``, greedily and
+again with the beam only when the greedy result looks unsure (low
+log-probability, a loop, text that compresses too well); words are aligned on
+the same encoder output. Measured in docs/eval.md ("Cheaper updates").
 """
 
 from __future__ import annotations
@@ -118,7 +119,7 @@ class BufferDecoder:
         aligned = segment.get("words") or []
         words = tuple(
             Word(float(w["start"]), float(w["end"]), w["word"], float(w["probability"]))
-            for w in aligned[_forced_words(aligned, prefix):]
+            for w in aligned[_forced_words(aligned, tokenizer.decode(tail.tokens[:forced])):]
         )
         if not words:
             return Transcription((), language, bool(prefix))
