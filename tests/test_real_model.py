@@ -111,8 +111,8 @@ def test_streaming_updates_decode_once_and_keep_the_unfinished_tail(tiny_en, aud
     monkeypatch.setattr(_WindowedWhisperModel, "encode", lambda self, f: encodes.append(1) or encode(self, f))
     audio = load_audio(audio_dir / "long" / "ljspeech_en_long.wav")[: 30 * SAMPLE_RATE]
     passes, texts = {}, {}
-    for single_pass in (True, False):
-        processor = OnlineASRProcessor(tiny_en.with_decode(single_pass=single_pass), "en")
+    for single_pass in (True, False):  # faster-whisper's own decoding, as with --no-incremental
+        processor = OnlineASRProcessor(tiny_en.with_decode(single_pass=single_pass, incremental=False), "en")
         encodes.clear()
         words, updates = [], 0
         for start in range(0, len(audio), SAMPLE_RATE):
@@ -124,3 +124,13 @@ def test_streaming_updates_decode_once_and_keep_the_unfinished_tail(tiny_en, aud
         texts[single_pass] = join_words(tuple(words))
     assert passes[True] <= 1.25 and passes[False] >= 1.4, passes  # measured: 1.12 and 1.78
     assert count_errors(texts[False], texts[True]).rate < 0.1, texts
+    # The incremental decoder (the default) encodes each buffer exactly once.
+    processor = OnlineASRProcessor(tiny_en, "en")
+    encodes.clear()
+    words = []
+    for start in range(0, len(audio), SAMPLE_RATE):
+        processor.insert_audio(audio[start : start + SAMPLE_RATE])
+        words += processor.process().committed
+    words += processor.finish().committed  # nothing new to hear: no model call
+    assert len(encodes) == 30  # one per update
+    assert count_errors(texts[True], join_words(tuple(words))).rate < 0.1
