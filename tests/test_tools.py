@@ -62,15 +62,16 @@ def test_bench_runs_concurrent_tcp_streams(audio_dir, tmp_path):
     for r in report["runs"]:
         assert {"latency_ms", "partial_latency_ms", "wer", "refused", "admitted", "cpu_percent", "rss_mb"} <= set(r)
         assert r["refused"] == 0 and r["admitted"] == r["streams"]
-        assert r["wer"] < 0.3 and r["latency_ms"]["p50"] > 0
-        assert len(r["wer_per_stream"]) == r["streams"] and all(w < 0.5 for w in r["wer_per_stream"])
+        assert r["wer"] < 0.3 and r["latency_ms"]["p50"] > 0  # stream 0 holds one whole referenced clip
+        # A stream whose last clip was cut has no reference: its WER is against offline only.
+        assert len(r["wer_per_stream"]) == r["streams"] and all(w is None or w < 0.5 for w in r["wer_per_stream"])
         # Scored against offline too, and against the same audio streamed alone (what load cost).
         assert r["wer_vs_offline"] < 0.3 and len(r["wer_vs_offline_per_stream"]) == r["streams"]
         assert r["max_wer_increase_vs_alone"] is not None and abs(r["max_wer_increase_vs_alone"]) < 0.2
         # Server CPU time per second of audio streamed: a loaded server's real cost, not zero, not absurd.
         assert 0.05 < r["core_seconds_per_audio_second"] < 3.0
     assert "max_streams_p95_under_2s" in report and report["model"] == "tiny.en"
-    assert [p["referenced"] for p in report["playlists"]] == [True, True]
+    assert report["playlists"][0]["referenced"] and len(report["playlists"]) == 2
     assert all(p["wer_alone"] < 0.3 for p in report["playlists"])
     image = png.read_bytes()
     assert image.startswith(b"\x89PNG\r\n\x1a\n") and len(image) > 10_000
