@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 FULL_WINDOW_FRAMES = 3000
 """Whisper's 30 s encoder input, in 10 ms mel frames."""
 
+FULL_WINDOW_SAMPLES = FULL_WINDOW_FRAMES * SAMPLE_RATE // 100
+
 
 @dataclass(frozen=True, slots=True)
 class DecodeSettings:
@@ -179,7 +181,7 @@ class FasterWhisperASR:
         duration = len(audio) / SAMPLE_RATE
         if self.decode.silence_pad_s > 0:
             audio = np.concatenate([audio, np.zeros(round(self.decode.silence_pad_s * SAMPLE_RATE), np.float32)])
-        if self.decode.incremental and not self.decode.vad_filter and len(audio) <= FULL_WINDOW_FRAMES * 160:
+        if self.decode.incremental and not self.decode.vad_filter and len(audio) <= FULL_WINDOW_SAMPLES:
             frames = self.encoder_frames(len(audio))
             transcription = self.buffer_decoder.transcribe(audio, prompt, language or self.language, prefix, frames)
         else:
@@ -192,7 +194,7 @@ class FasterWhisperASR:
         # the last sound to know where the audio ends, or it loops in the silence.
         limit = _WindowedWhisperModel._limit
         limit.frames = self.encoder_frames(len(audio))
-        limit.keep_tail = self.decode.single_pass and len(audio) <= FULL_WINDOW_FRAMES * SAMPLE_RATE // 100
+        limit.keep_tail = self.decode.single_pass and len(audio) <= FULL_WINDOW_SAMPLES
         try:
             segments, info = self.whisper.transcribe(
                 audio,
