@@ -77,8 +77,9 @@ def add_processor_options(parser: argparse.ArgumentParser) -> None:
                             "detector's speech probability of the new audio stayed below this "
                             f"(default: {defaults.silent_below}; 0 = never skip)")
     group.add_argument("--pause-trim", type=float, default=defaults.pause_trim_s,
-                       help="at a skipped silent update, cut a buffer longer than this many seconds after "
-                            f"its last committed word (default: {defaults.pause_trim_s}; 0 = off)")
+                       help="cut a buffer longer than this many seconds in the latest pause between committed "
+                            "words (or after them at a skipped silent update) "
+                            f"(default: {defaults.pause_trim_s}; 0 = off)")
     group.add_argument("--holdback", type=float, default=defaults.holdback_s,
                        help=f"agreed words ending this close to the buffer end wait (default: {defaults.holdback_s})")
     group.add_argument("--trim", type=float, default=defaults.trim_s,
