@@ -6,7 +6,8 @@ No logic lives here (see woasr/core and woasr/asr).
 """
 
 from woasr.asr.faster_whisper_backend import FasterWhisperASR
+from woasr.core.backend import ASRBackend
 from woasr.core.hypothesis import HypothesisBuffer
-from woasr.core.processor import ASRBackend, OnlineASRProcessor
+from woasr.core.processor import OnlineASRProcessor
 
 __all__ = ["ASRBackend", "FasterWhisperASR", "HypothesisBuffer", "OnlineASRProcessor"]

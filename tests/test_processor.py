@@ -231,3 +231,19 @@ def test_a_long_buffer_is_cut_in_the_latest_pause_between_committed_words():
     cuts = sorted(offsets - {0})
     assert len(cuts) >= 2 and all(any(end < c / SAMPLE_RATE < start for end, start in pauses) for c in cuts)
     assert [w.text for w in committed] == [w.text for w in script]  # nothing lost or repeated at the cuts
+
+
+def test_the_two_step_update_is_used_in_order_or_raises():
+    from woasr.core.processor import CallOrderError
+
+    script = words_at("hello there general kenobi")
+    processor = OnlineASRProcessor(ScriptedASR(script))
+    processor.insert_audio(clock_audio(0, 1.0))
+    with pytest.raises(CallOrderError, match="apply"):
+        processor.apply(processor.asr.transcribe(processor.audio, "", None))  # nothing was prepared
+    request = processor.prepare()
+    with pytest.raises(CallOrderError, match="prepare"):
+        processor.prepare()  # the previous result was never applied
+    processor.apply(processor.asr.transcribe(request.audio, request.prompt, request.language))
+    processor.insert_audio(clock_audio(1.0, 2.0))
+    assert processor.prepare() is not None  # in order again: fine

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 
 from woasr.core.audio import SAMPLE_RATE, FloatAudio, to_float32
+from woasr.core.backend import ASRBackend
 from woasr.core.guards import GuardSettings, clean_segments, drop_unconfirmed_tail, drop_words_in_silence
 from woasr.core.hypothesis import HypothesisBuffer
 from woasr.core.records import Transcription, TranscriptionRequest, Update, Word, join_words
@@ -33,12 +33,8 @@ LANGUAGE_LOCK_S = 2.0
 """With auto-detection, the language heard in a buffer this long is kept for the stream."""
 
 
-class ASRBackend(Protocol):
-    """What the processor needs from a model: words of a buffer, times relative to it."""
-
-    def transcribe(self, audio: FloatAudio, prompt: str, language: str | None, prefix: str = "") -> Transcription:
-        """``prefix``: committed text the buffer begins with; the result may leave it out."""
-        ...
+class CallOrderError(RuntimeError):
+    """The processor's two-step update was used out of order (a bug in its caller)."""
 
 
 @dataclass(slots=True)
@@ -118,7 +114,8 @@ class OnlineASRProcessor:
         self.hypothesis = HypothesisBuffer(self.settings.agreement, self.settings.doubtful_below)
         self._context: deque[Word] = deque(maxlen=CONTEXT_WORDS)
         self._segment_ends: list[float] = []
-        self._request_pad_s = 0.0
+        self._awaited_pad_s: float | None = None
+        """Silence pad of the request :meth:`prepare` returned and :meth:`apply` has not yet taken."""
         self.detected_language: str | None = None
         wanted = self.settings.guards.min_speech_probability > 0 or self.settings.silent_below > 0
         self._speech = SpeechTrace() if wanted else None
@@ -170,8 +167,11 @@ class OnlineASRProcessor:
         """The model call for the current buffer (None when it is empty).
 
         The buffer counts as processed from here on; the next call on this
-        processor must be :meth:`apply` with the request's result.
+        processor must be :meth:`apply` with the request's result (else
+        :class:`CallOrderError`).
         """
+        if self._awaited_pad_s is not None:
+            raise CallOrderError("prepare() again before apply() took the previous request's result")
         if not len(self.audio):
             return None
         if pad_s == 0 and self._only_silence_is_new():
@@ -184,12 +184,11 @@ class OnlineASRProcessor:
                 self._cut_buffer(max(self.hypothesis.last_committed_end, pause_end))
             return None
         self.processed_until = self.received_until
-        self._request_pad_s = pad_s
+        self._awaited_pad_s = pad_s
         audio = self.audio
         if pad_s > 0:
             audio = np.concatenate([audio, np.zeros(round(pad_s * SAMPLE_RATE), np.float32)])
-        return TranscriptionRequest(audio, self.prompt(), self.language or self.detected_language, pad_s,
-                                    self.prefix())
+        return TranscriptionRequest(audio, self.prompt(), self.language or self.detected_language, self.prefix())
 
     def _only_silence_is_new(self) -> bool:
         """Nothing waits for agreement, and the audio since the last model call is silence."""
@@ -202,8 +201,11 @@ class OnlineASRProcessor:
 
     def apply(self, result: Transcription) -> Update:
         """Take the result of the request :meth:`prepare` returned; commit what agrees."""
+        if self._awaited_pad_s is None:
+            raise CallOrderError("apply() without a request from prepare() to take the result of")
+        pad_s, self._awaited_pad_s = self._awaited_pad_s, None
         offset = self.buffer_offset / SAMPLE_RATE
-        if self._request_pad_s > 0:
+        if pad_s > 0:
             result = result.clipped(self.buffer_s)  # nothing was said in the padding
         if self.language is None and result.language and self.buffer_s >= LANGUAGE_LOCK_S:
             self.detected_language = result.language

@@ -106,15 +106,13 @@ class Update:
 class TranscriptionRequest:
     """One model call, self-contained: what a backend or an inference engine needs.
 
-    ``audio`` is 16 kHz mono float32, already padded with ``pad_s`` seconds of
-    silence when the processor asked for it; times in the result are relative
-    to its start.
+    ``audio`` is 16 kHz mono float32 (with any padding the processor added);
+    times in the result are relative to its start.
     """
 
     audio: npt.NDArray[np.float32]
     prompt: str
     language: str | None
-    pad_s: float = 0.0
     prefix: str = ""
     """Committed text the audio begins with: a backend may force it instead of decoding it again."""
 

@@ -23,7 +23,7 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-import numpy as np
+from woasr.percentiles import percentiles
 
 LATENCY_WINDOW = 200
 """Committed words whose latency the admission rule looks at (the most recent ones)."""
@@ -61,7 +61,8 @@ class Admission:
         """The 95th percentile of the recent committed latencies (None: too few yet)."""
         if len(self.recent_latencies) < MIN_LATENCY_SAMPLES:
             return None
-        return float(np.percentile(np.fromiter(self.recent_latencies, float), 95))
+        (p95,) = percentiles(self.recent_latencies, (95,)) or (None,)
+        return p95
 
     def observe(self, inference_s: float) -> None:
         """One model call took this long."""

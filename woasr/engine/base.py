@@ -1,11 +1,20 @@
-"""The inference engine interface: an async ``transcribe(request) -> result``."""
+"""The inference engine interface: everything a server asks of the place where model calls run.
+
+The local engine (:mod:`woasr.engine.local`) runs calls on this process's
+model; a remote one (Triton, several instances) implements the same protocol,
+so the service, the session runner and the REST endpoint work with either.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from woasr.core.records import Transcription, TranscriptionRequest
+from woasr.engine.admission import Admission
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,9 +29,19 @@ class InferenceResult:
 class InferenceEngine(Protocol):
     """Runs model calls for many sessions on shared model capacity."""
 
+    admission: Admission
+    """Decides whether one more session fits; fed the engine's call times and the sessions' latencies."""
+
     async def transcribe(self, request: TranscriptionRequest, *, since: float | None = None) -> InferenceResult:
-        """The model call. ``since``: when the oldest audio of the request arrived (event-loop
-        time), for engines that serve the longest-waiting audio first."""
+        """One streaming model call. ``since``: when the oldest audio of the request arrived
+        (event-loop time), for engines that serve the longest-waiting audio first."""
         ...
 
-    def close(self) -> None: ...
+    async def run(self, job: Callable[[], T], *, since: float | None = None) -> T:
+        """A blocking job on the model's capacity, queued with the streaming calls (a whole-file
+        transcription). A remote engine runs only the jobs it knows how to send."""
+        ...
+
+    def close(self) -> None:
+        """Stop: cancel queued calls, release the workers or connections."""
+        ...

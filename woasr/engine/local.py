@@ -10,7 +10,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-from woasr.core.processor import ASRBackend
+from woasr.core.backend import ASRBackend
 from woasr.core.records import TranscriptionRequest
 from woasr.engine.admission import Admission
 from woasr.engine.base import InferenceResult
