@@ -8,7 +8,7 @@ import re
 import pytest
 
 from woasr.core.records import Segment, Transcription, Word
-from woasr.protocol.transcript_formats import (
+from woasr.protocol.openai_transcriptions import (
     MEDIA_TYPES,
     RESPONSE_FORMATS,
     as_srt,

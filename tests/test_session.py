@@ -226,3 +226,62 @@ def test_with_vac_silence_never_reaches_the_model_and_an_utterance_end_is_due_at
     assert UtteranceEnded in kinds and not session.closed  # ended by voice activity, not by the client
     session.close()
     assert session.due()
+
+
+# -- the lifecycle as an explicit state, its call order enforced -------------------
+def test_the_state_follows_every_update_and_the_close():
+    from woasr.protocol.state import SessionState as S
+
+    session = new_session()
+    assert session.state is S.OPEN and not session.closed
+    session.receive_audio(pcm(0, 1.0), 1.0)
+    request = session.start_update()
+    assert session.state is S.UPDATING and not session.due()
+    session.close()  # the client ends while the model runs
+    assert session.state is S.CLOSED_UPDATING and session.closed and not session.due()
+    session.complete_update(transcribe(session, request), 1.2)
+    assert session.state is S.CLOSED and session.due()  # the final update is due at once
+    request = session.start_update()
+    assert session.state is S.FINISHING
+    events = session.complete_update(transcribe(session, request), 1.5)
+    assert session.state is S.FINISHED and session.finished and not session.due()
+    assert "one" in " ".join(e.text for e in events if isinstance(e, Final))
+
+
+def test_a_call_out_of_order_raises_and_changes_nothing():
+    import pytest
+
+    from woasr.protocol.state import SessionState as S
+    from woasr.protocol.state import SessionStateError
+
+    session = new_session()
+    with pytest.raises(SessionStateError, match="complete_update"):
+        session.complete_update(None, 0.0)  # no update was started
+    assert session.state is S.OPEN
+    session.receive_audio(pcm(0, 1.0), 1.0)
+    session.start_update()
+    with pytest.raises(SessionStateError, match="start_update.*updating"):
+        session.start_update()  # one update at a time
+    assert session.state is S.UPDATING
+    session.complete_update(None, 1.0)
+    session.close()
+    drive(session, [])
+    with pytest.raises(SessionStateError):
+        session.start_update()  # a finished session has nothing more to do
+    session.close()  # closing stays idempotent
+    assert session.state is S.FINISHED
+
+
+def test_every_move_missing_from_the_table_is_refused():
+    import pytest
+
+    from woasr.protocol.state import TRANSITIONS, Move, SessionState, SessionStateError, advance
+
+    for state in SessionState:
+        assert (state, Move.CLOSE) in TRANSITIONS  # a close is always allowed
+        for move in Move:
+            if (state, move) in TRANSITIONS:
+                assert advance(state, move) is TRANSITIONS[state, move]
+            else:
+                with pytest.raises(SessionStateError):
+                    advance(state, move)

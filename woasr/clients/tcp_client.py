@@ -11,12 +11,9 @@ is the lossless one.
 from __future__ import annotations
 
 import asyncio
-import logging
-
 from woasr.clients.reconnect import Connection, Listener
-
-log = logging.getLogger(__name__)
-
+from woasr.protocol.events import Error, Final
+from woasr.protocol.tcp import LineDecoder
 
 class TcpTransport:
     """Connections to ``host:port``; every line they receive goes to ``listener``."""
@@ -36,6 +33,7 @@ class TcpConnection(Connection):
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, listener: Listener) -> None:
         self.reader, self.writer, self.listener = reader, writer, listener
+        self.decoder = LineDecoder()
 
     async def send(self, offset: int, block: bytes) -> None:
         self.writer.write(block)
@@ -45,22 +43,16 @@ class TcpConnection(Connection):
         self.writer.write_eof()
 
     async def receive(self) -> None:
-        while line := await self.reader.readline():
-            self._dispatch(line.decode("utf-8", "replace").rstrip("\n"))
+        while data := await self.reader.read(64 * 1024):
+            for event in self.decoder.receive_data(data):
+                self._dispatch(event)
 
-    def _dispatch(self, line: str) -> None:
-        if line.startswith("ERROR "):
-            _, code, message = (line.split(" ", 2) + [""])[:3]
-            self.listener.error(code, message)
-            return
-        parts = line.split(" ", 2)
-        try:
-            beg, end, text = int(parts[0]), int(parts[1]), parts[2]
-        except (ValueError, IndexError):
-            log.warning("unexpected line from the server: %r", line)
+    def _dispatch(self, event: Final | Error) -> None:
+        if isinstance(event, Error):
+            self.listener.error(event.code, event.message)
             return
         self.progressed = True
-        self.listener.final(beg, end, text)
+        self.listener.final(event.beg_ms, event.end_ms, event.text)
 
     async def close(self) -> None:
         self.writer.close()

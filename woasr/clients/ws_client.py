@@ -24,7 +24,6 @@ is lost and the times jump over it.
 from __future__ import annotations
 
 import bisect
-import json
 import logging
 from collections import deque
 from typing import Any
@@ -36,12 +35,14 @@ from websockets.uri import parse_uri
 from woasr.clients.reconnect import Connection, Listener
 from woasr.clients.ring import BYTES_PER_SECOND, Block
 from woasr.core.audio import SAMPLE_RATE
-from woasr.protocol.messages import CLOSE_NORMAL
+from woasr.protocol.commands import Close, Configure
+from woasr.protocol.events import Error, Final, Partial, Ready
+from woasr.protocol.websocket import CloseCode, decode_server_message, encode_command
 
 log = logging.getLogger(__name__)
 
 BYTES_PER_MS = BYTES_PER_SECOND / 1000
-CLOSE_MESSAGE = json.dumps({"type": "close"})
+CLOSE_MESSAGE = encode_command(Close())
 
 
 class WsTransport:
@@ -63,7 +64,7 @@ class WsTransport:
             raise ConnectionError(f"handshake failed: {exc}") from exc
         if self.config:
             try:
-                await ws.send(json.dumps({"type": "config", **self.config}))
+                await ws.send(encode_command(Configure(self.config)))
             except ConnectionClosed as exc:
                 raise ConnectionError(_closed(exc)) from exc
         return WsConnection(ws, self.listener)
@@ -107,34 +108,31 @@ class WsConnection(Connection):
                     self._dispatch(message)
         except ConnectionClosed as exc:
             raise ConnectionError(_closed(exc)) from exc
-        if self.ws.close_code != CLOSE_NORMAL:
+        if self.ws.close_code != CloseCode.NORMAL_CLOSURE:
             raise ConnectionError(f"the server closed with {self.ws.close_code} {self.ws.close_reason or ''}".strip())
 
     def _dispatch(self, text: str) -> None:
         try:
-            self._handle(json.loads(text))
+            event = decode_server_message(text)
         except (ValueError, KeyError, TypeError, AttributeError):  # not the protocol: say so, go on
             log.warning("unexpected message from the server: %r", text[:200])
-
-    def _handle(self, message: dict[str, Any]) -> None:
-        kind = message.get("type")
-        if kind == "final":
-            beg, end, text = int(message["beg_ms"]), int(message["end_ms"]), str(message["text"])
-            self.progressed = True
-            self._partial_shown = False
-            self.listener.final(self._stream_ms(beg), self._stream_ms(end), text)
-            self._acknowledge(end)
-        elif kind == "partial":
-            beg, end, text = int(message["beg_ms"]), int(message["end_ms"]), str(message["text"])
-            self._partial_shown = bool(text)
-            self.listener.partial(text, self._stream_ms(beg), self._stream_ms(end))
-        elif kind == "error":
-            self.listener.error(str(message.get("code")), str(message.get("message")))
-        elif kind == "ready":
-            if message.get("sample_rate") != SAMPLE_RATE:
-                log.warning("the server expects %s Hz audio; this client sends %d Hz",
-                            message.get("sample_rate"), SAMPLE_RATE)
-            log.info("session %s (model %s)", message.get("session_id"), message.get("model"))
+            return
+        match event:
+            case Final():
+                self.progressed = True
+                self._partial_shown = False
+                self.listener.final(self._stream_ms(event.beg_ms), self._stream_ms(event.end_ms), event.text)
+                self._acknowledge(event.end_ms)
+            case Partial():
+                self._partial_shown = bool(event.text)
+                self.listener.partial(event.text, self._stream_ms(event.beg_ms), self._stream_ms(event.end_ms))
+            case Error():
+                self.listener.error(event.code, event.message)
+            case Ready():
+                if event.sample_rate != SAMPLE_RATE:
+                    log.warning("the server expects %s Hz audio; this client sends %d Hz",
+                                event.sample_rate, SAMPLE_RATE)
+                log.info("session %s (model %s)", event.session_id, event.model)
         # configured, flushed and unknown types: nothing to show
 
     def _acknowledge(self, end_ms: int) -> None:

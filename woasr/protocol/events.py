@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
+from woasr.core.audio import SAMPLE_RATE
 from woasr.core.processor import DEFAULT_MIN_CHUNK_S
 from woasr.core.records import Word, join_words
 
@@ -114,4 +117,17 @@ class SessionOptions:
     """Send ``speech_started`` and ``utterance_end`` events (turns ``vac`` on)."""
 
 
-Event = Final | Partial | Flushed | Configured | Error | SpeechStarted | UtteranceEnded
+@dataclass(frozen=True, slots=True)
+class Ready:
+    """The session is open: its id, the model, its effective options and the server's decoding settings.
+
+    The first event of every session; a transport without a greeting (TCP) does not send it."""
+
+    session_id: str
+    model: str
+    options: SessionOptions
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    sample_rate: int = SAMPLE_RATE
+
+
+Event = Ready | Final | Partial | Flushed | Configured | Error | SpeechStarted | UtteranceEnded

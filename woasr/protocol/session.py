@@ -17,15 +17,13 @@ received is dropped.
 
 from __future__ import annotations
 
-import bisect
 import dataclasses
 from collections import deque
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass, field
-
-import numpy as np
+from dataclasses import dataclass
 
 from woasr.core.audio import SAMPLE_RATE, pcm16le_to_float32
+from woasr.core.language import UnsupportedLanguage, resolve_language
 from woasr.core.processor import DEFAULT_MIN_CHUNK_S, OnlineASRProcessor
 from woasr.core.records import Transcription, TranscriptionRequest, Update, Word
 from woasr.core.vac import GateItem, Speech, UtteranceEnd, VoiceGate, feed_processor, item_samples
@@ -42,28 +40,26 @@ from woasr.protocol.events import (
     SpeechStarted,
     UtteranceEnded,
 )
+from woasr.protocol.latency import ArrivalLog, SessionStats
+from woasr.protocol.state import Move, SessionState, advance
 
 MIN_CHUNK_RANGE = (0.1, 30.0)
 """Seconds of new audio per update a client may ask for."""
 MAX_PROMPT_CHARS = 1000
 
 
-@dataclass(slots=True)
-class SessionStats:
-    """What a session log line and latency monitoring report."""
+@dataclass(frozen=True, slots=True)
+class _UpdateKind:
+    """Why the running update was started, beyond new audio: it commits everything it covers."""
 
-    audio_s: float = 0.0
-    committed_words: int = 0
-    updates: int = 0
-    latencies: list[float] = field(default_factory=list)
-    """Committed word latency: emission time - arrival time of the audio holding its end."""
-    partial_latencies: list[float] = field(default_factory=list)
-    """Per non-empty partial sent: emission time - arrival time of the audio holding its end."""
-    last_chunk_s: float = 0.0
-    """Seconds of new audio the latest update covered (the effective chunk)."""
+    flushes: bool = False
+    """A client flush: answered with ``Flushed`` once done."""
+    ends_utterance: bool = False
+    """Voice activity ended an utterance in the audio it covers."""
 
-    def percentile_ms(self, q: float) -> float | None:
-        return round(float(np.percentile(self.latencies, q)) * 1000) if self.latencies else None
+    @property
+    def commits_all(self) -> bool:
+        return self.flushes or self.ends_utterance
 
 
 class StreamSession:
@@ -72,7 +68,9 @@ class StreamSession:
     ``languages`` are the codes the model accepts (None: any); an English-only
     model passes ``("en",)``. ``vac`` turns voice-activity control on from the
     start; ``vad`` are the detector's settings whenever it is on (a client may
-    turn it on with ``config``).
+    turn it on with ``config``). The call order is the one of
+    :mod:`woasr.protocol.state`; a call out of order raises
+    :class:`~woasr.protocol.state.SessionStateError`.
     """
 
     def __init__(
@@ -88,8 +86,9 @@ class StreamSession:
         self.languages = languages
         self.vad = vad or VadSettings()
         self.options = SessionOptions(processor.language, processor.initial_prompt, min_chunk, partials, vac)
+        self.state = SessionState.OPEN
         self.stats = SessionStats()
-        self.closed = False
+        self.arrivals = ArrivalLog()
         self._carry = b""
         self._gate: VoiceGate | None = None
         self._inbox: deque[GateItem] = deque()
@@ -97,21 +96,16 @@ class StreamSession:
         self._inbox_samples = 0
         self._utterance_ends = 0
         """Utterance ends waiting in the inbox: each makes an update due at once."""
-        self._job_ends_utterance = False
+        self._update = _UpdateKind()
+        """What the running update (if any) was started for."""
         self._spoke_since_end = False
         self._deferred: list[Event] = []
         self._held_starts: list[Event] = []
         """Speech starts heard while the previous utterance is still being finished: they are
         sent after its ``utterance_end``, so that events never run ahead of finals."""
         self._received_samples = 0
-        self._arrivals: list[tuple[int, float]] = []
-        """(absolute sample index just past a chunk, arrival time); pruned as words commit."""
         self._seq = 0
-        self._busy = False
         self._flush_requested = False
-        self._finished = False
-        self._job_finishes = False
-        self._job_flushes = False
         self._inbox_since: float | None = None
         self.update_since: float | None = None
         """Arrival time of the oldest audio of the running update (None: no new audio), so an
@@ -126,6 +120,16 @@ class StreamSession:
     @property
     def partials(self) -> bool:
         return self.options.partials
+
+    @property
+    def closed(self) -> bool:
+        """No more audio is accepted (the client or the server ended the input)."""
+        return not self.state.accepts_audio
+
+    @property
+    def finished(self) -> bool:
+        """Closed, and every received sample has been through the model."""
+        return self.state is SessionState.FINISHED
 
     # -- commands ------------------------------------------------------------
     def receive_command(self, command: Command) -> list[Event]:
@@ -158,14 +162,10 @@ class StreamSession:
     def _check_option(self, name: str, value: object) -> object:
         """The option's value as the session keeps it, or an :class:`Error` saying what is wrong."""
         if name == "language":
-            if value is None or value == "auto":
-                return "en" if self.languages is not None and tuple(self.languages) == ("en",) else None
-            if not isinstance(value, str):
-                return Error("bad_value", "language must be a language code, 'auto' or null")
-            if self.languages is not None and value not in self.languages:
-                model = "this English-only model" if tuple(self.languages) == ("en",) else "this model"
-                return Error("bad_value", f"language {value!r} is not supported by {model}")
-            return value
+            try:
+                return resolve_language(value, self.languages)
+            except UnsupportedLanguage as exc:
+                return Error("bad_value", str(exc))
         if name == "prompt":
             if not isinstance(value, str) or len(value) > MAX_PROMPT_CHARS:
                 return Error("bad_value", f"prompt must be a string of at most {MAX_PROMPT_CHARS} characters")
@@ -196,7 +196,7 @@ class StreamSession:
             self._inbox_since = now
         samples = pcm16le_to_float32(data[:usable])
         self._received_samples += len(samples)
-        self._arrivals.append((self._received_samples, now))
+        self.arrivals.record(self._received_samples, now)
         self.stats.audio_s = self._received_samples / SAMPLE_RATE
         if self.options.vac:
             self._gate = self._gate or VoiceGate(self.vad)
@@ -209,7 +209,7 @@ class StreamSession:
         for item in items:
             if isinstance(item, SpeechStart):
                 if self.options.endpointing:
-                    finishing = self._utterance_ends or (self._busy and self._job_ends_utterance)
+                    finishing = self._utterance_ends or (self.state.updating and self._update.ends_utterance)
                     (self._held_starts if finishing else events).append(SpeechStarted(item.time))
                 continue
             self._inbox.append(item)
@@ -222,10 +222,10 @@ class StreamSession:
         self._flush_requested = True
 
     def close(self) -> None:
-        """No more audio will come; the next :meth:`start_update` is the final one."""
+        """No more audio will come; the next :meth:`start_update` is the final one (idempotent)."""
         if self._gate is not None and not self.closed:
             self._deferred += self._queue(self._gate.finish())
-        self.closed = True
+        self.state = advance(self.state, Move.CLOSE)
 
     # -- work ----------------------------------------------------------------
     @property
@@ -235,10 +235,10 @@ class StreamSession:
 
     def due(self) -> bool:
         """Whether an update should run now (enough new audio, a flush, or the end)."""
-        if self._busy:
-            return False
-        return (self.pending_s >= self.min_chunk or self._flush_requested or self._utterance_ends > 0
-                or (self.closed and not self._finished))
+        if self.state is SessionState.CLOSED:
+            return True
+        return self.state is SessionState.OPEN and (
+            self.pending_s >= self.min_chunk or self._flush_requested or self._utterance_ends > 0)
 
     def start_update(self) -> TranscriptionRequest | None:
         """Move received audio into the processor; return the model call the update needs.
@@ -246,7 +246,7 @@ class StreamSession:
         None means no model call (nothing new to transcribe); either way the
         update ends with :meth:`complete_update`.
         """
-        self._busy = True
+        self.state = advance(self.state, Move.START_UPDATE)
         self.stats.last_chunk_s = self.pending_s
         self.update_since, self._inbox_since = self._inbox_since, None
         ended = feed_processor(self.processor, self._inbox) is not None
@@ -256,76 +256,73 @@ class StreamSession:
         self._utterance_ends = sum(isinstance(item, UtteranceEnd) for item in self._inbox)
         if self._inbox:
             self._inbox_since = self.update_since
-        self._job_ends_utterance = ended
-        self._job_finishes = self.closed
-        self._job_flushes = self._flush_requested
+        self._update = _UpdateKind(flushes=self._flush_requested, ends_utterance=ended)
         self._flush_requested = False
-        if self._job_finishes or self._job_flushes or self._job_ends_utterance:
+        if self._finishing or self._update.commits_all:
             return self.processor.finish_request()
         return self.processor.prepare()
 
+    @property
+    def _finishing(self) -> bool:
+        return self.state is SessionState.FINISHING
+
     def complete_update(self, result: Transcription | None, now: float) -> list[Event]:
         """Events for the result of the request :meth:`start_update` returned (None for none)."""
-        if self._job_finishes or self._job_flushes or self._job_ends_utterance:
+        if not self.state.updating:
+            advance(self.state, Move.COMPLETE_UPDATE)  # raises: no update was started
+        if self._finishing or self._update.commits_all:
             update = self.processor.apply_finish(result)
         elif result is not None:
             update = self.processor.apply(result)
         else:
             update = Update(partial=self.processor.hypothesis.partial)
-        self._busy = False
+        finishing, kind = self._finishing, self._update
+        self.state = advance(self.state, Move.COMPLETE_UPDATE)
+        self._update = _UpdateKind()
         self.stats.updates += 1
         events, self._deferred = self._deferred, []
-        if update.committed:
-            latencies = [now - self._arrival_of(w.end) for w in update.committed]
-            events.append(Final(self._seq, update.committed, lag_s=latencies[-1]))
-            self._seq += 1
-            self.stats.committed_words += len(update.committed)
-            self.stats.latencies += latencies
-            self._spoke_since_end = True
-        if self._job_ends_utterance:
-            if self._spoke_since_end and self.options.endpointing:
-                events.append(UtteranceEnded(self.processor.hypothesis.last_committed_end))
-                self._spoke_since_end = False
-            events += self._held_starts
-            self._held_starts = []
+        events += self._finals(update.committed, now)
+        if kind.ends_utterance:
+            events += self._utterance_ended()
         if self.partials:
-            for partial in self._partial_if_changed(update.partial):
-                events.append(partial)
-                if partial.words:
-                    self.stats.partial_latencies.append(now - self._arrival_of(partial.words[-1].end, prune=False))
-        if self._job_flushes:
+            events += self._partials(update.partial, now)
+        if kind.flushes:
             events.append(Flushed())
-        if self._job_finishes:
-            self._finished = True
-            if self._carry:
-                events.append(Error("odd_byte", "the stream ended with half a PCM16 sample; it was ignored"))
-                self._carry = b""
+        if finishing and self._carry:
+            events.append(Error("odd_byte", "the stream ended with half a PCM16 sample; it was ignored"))
+            self._carry = b""
         return events
 
-    def _partial_if_changed(self, words: tuple[Word, ...]) -> list[Partial]:
+    def _finals(self, committed: tuple[Word, ...], now: float) -> list[Event]:
+        """The committed words as one final, their latencies counted."""
+        if not committed:
+            return []
+        latencies = [now - self.arrivals.arrival_of(w.end) for w in committed]
+        final = Final(self._seq, committed, lag_s=latencies[-1])
+        self._seq += 1
+        self.stats.committed_words += len(committed)
+        self.stats.latencies += latencies
+        self._spoke_since_end = True
+        return [final]
+
+    def _utterance_ended(self) -> list[Event]:
+        """Endpointing: the utterance end (if anything was said), then the starts held back for it."""
+        events: list[Event] = []
+        if self._spoke_since_end and self.options.endpointing:
+            events.append(UtteranceEnded(self.processor.hypothesis.last_committed_end))
+            self._spoke_since_end = False
+        events += self._held_starts
+        self._held_starts = []
+        return events
+
+    def _partials(self, words: tuple[Word, ...], now: float) -> list[Event]:
         """A partial, unless the client already shows exactly this one."""
         partial = Partial(words, self.processor.hypothesis.last_committed_end)
         key = (partial.text, partial.beg_ms)
         if key == self._last_partial:
             return []
         self._last_partial = key
+        if partial.words:
+            arrived = self.arrivals.arrival_of(partial.words[-1].end, prune=False)
+            self.stats.partial_latencies.append(now - arrived)
         return [partial]
-
-    @property
-    def finished(self) -> bool:
-        """Closed, and every received sample has been through the model."""
-        return self._finished
-
-    def _arrival_of(self, seconds: float, prune: bool = True) -> float:
-        """Arrival time of the chunk that holds the sample at ``seconds``.
-
-        Committed words come in time order, so entries before one are pruned
-        (``prune``); partials, which may be revised backwards, do not prune.
-        """
-        sample = round(seconds * SAMPLE_RATE)
-        index = bisect.bisect_left(self._arrivals, (sample, float("-inf")))
-        index = min(index, len(self._arrivals) - 1)
-        arrived = self._arrivals[index][1]
-        if prune:
-            del self._arrivals[: max(0, index - 1)]
-        return arrived

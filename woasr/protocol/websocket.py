@@ -1,0 +1,199 @@
+"""This product's WebSocket protocol on the wire: JSON text messages both ways, binary PCM16LE audio in.
+
+Encoder and decoder of every message live here, side by side, used by the
+server and by the clients (:mod:`woasr.clients.ws_client`, the bench), so they
+cannot drift. The seed's contract is a subset: ``ready`` with ``sample_rate``,
+``final`` with ``beg_ms``/``end_ms``/``text``, binary audio and the text
+``flush``. Everything else is an extension a seed client never has to read
+(docs/protocol.md). Close codes are ``websockets``' :class:`CloseCode`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from websockets.frames import CloseCode
+
+from woasr.core.records import Word
+from woasr.protocol.commands import Close, Command, Configure, Flush
+from woasr.protocol.ending import Ending, InputEnded
+from woasr.protocol.events import (
+    Configured,
+    Error,
+    Event,
+    Final,
+    Flushed,
+    Partial,
+    Ready,
+    SessionOptions,
+    SpeechStarted,
+    UtteranceEnded,
+)
+
+__all__ = [
+    "CLOSE_CODES", "CloseCode", "close_frame", "decode_client_text", "decode_server_message", "encode_command",
+    "encode_event", "size_limit",
+]
+
+CLOSE_CODES = {
+    Ending.FINISHED: CloseCode.NORMAL_CLOSURE,
+    Ending.SHUTDOWN: CloseCode.GOING_AWAY,
+    Ending.REFUSED: CloseCode.TRY_AGAIN_LATER,
+    Ending.INPUT_TOO_LARGE: CloseCode.MESSAGE_TOO_BIG,
+    Ending.IDLE: CloseCode.NORMAL_CLOSURE,
+    Ending.FAILED: CloseCode.INTERNAL_ERROR,
+}
+"""How a session's ending is closed; a peer that is gone (``Ending.GONE``) gets no close frame."""
+
+MAX_CLOSE_REASON_BYTES = 123
+"""RFC 6455: a close frame's reason fits in 125 bytes with its code."""
+
+
+def close_frame(ending: Ending, reason: str) -> tuple[CloseCode, str] | None:
+    """The close code and reason for a session that ended so (None: the peer is gone, nothing to send)."""
+    if ending is Ending.GONE:
+        return None
+    return CLOSE_CODES[ending], reason.encode()[:MAX_CLOSE_REASON_BYTES].decode(errors="ignore")
+
+
+# -- client to server ------------------------------------------------------------
+def size_limit(data: bytes, limit: int) -> InputEnded | None:
+    """A binary message over ``limit`` bytes ends the input (closing with 1009); None if it fits."""
+    if len(data) <= limit:
+        return None
+    error = Error("frame_too_large", f"a message of {len(data)} bytes is over the limit of {limit} bytes; "
+                                     "it was not processed. Audio before it is finished; closing")
+    return InputEnded(Ending.INPUT_TOO_LARGE, f"message of {len(data)} bytes over the {limit}-byte limit", error)
+
+
+def decode_client_text(text: str) -> Command | Error:
+    """A client text message as a command, or the error to send back."""
+    if text.strip() == "flush":
+        return Flush()
+    try:
+        message = json.loads(text)
+    except ValueError:
+        return Error("bad_message", "text messages must be 'flush' or a JSON object with a 'type'")
+    if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+        return Error("bad_message", "a JSON message must be an object with a string 'type'")
+    kind = message.pop("type")
+    if kind == "flush":
+        return Flush()
+    if kind == "close":
+        return Close()
+    if kind == "config":
+        return Configure(message)
+    return Error("unknown_type", f"unknown message type {kind!r} (known: config, flush, close)")
+
+
+def encode_command(command: Command) -> str:
+    """A command as the client sends it."""
+    if isinstance(command, Configure):
+        return _dump({"type": "config", **command.fields})
+    return _dump({"type": "flush" if isinstance(command, Flush) else "close"})
+
+
+# -- server to client ------------------------------------------------------------
+def options_json(options: SessionOptions) -> dict[str, Any]:
+    return {
+        "language": options.language,
+        "prompt": options.prompt,
+        "min_chunk": options.min_chunk,
+        "partials": options.partials,
+        "vac": options.vac,
+        "endpointing": options.endpointing,
+    }
+
+
+def _words_json(words: tuple[Word, ...]) -> list[dict[str, Any]]:
+    return [{"text": w.text.strip(), "beg_ms": round(w.start * 1000), "end_ms": round(w.end * 1000),
+             "probability": round(w.probability, 3)} for w in words]
+
+
+def encode_event(event: Event) -> str:
+    """The JSON text of one event."""
+    match event:
+        case Ready():
+            return _dump({"type": "ready", "sample_rate": event.sample_rate, "session_id": event.session_id,
+                          "model": event.model, "language": event.options.language,
+                          "settings": {**options_json(event.options), **event.settings}})
+        case Final():
+            lag = {"lag_ms": round(event.lag_s * 1000)} if event.lag_s is not None else {}
+            return _dump({"type": "final", "beg_ms": event.beg_ms, "end_ms": event.end_ms, "text": event.text,
+                          "seq": event.seq, "words": _words_json(event.words), **lag})
+        case Partial():
+            return _dump({"type": "partial", "text": event.text, "beg_ms": event.beg_ms, "end_ms": event.end_ms,
+                          "words": _words_json(event.words)})
+        case Flushed():
+            return _dump({"type": "flushed"})
+        case SpeechStarted():
+            return _dump({"type": "speech_started", "time_ms": round(event.time_s * 1000)})
+        case UtteranceEnded():
+            return _dump({"type": "utterance_end", "last_word_end_ms": round(event.last_word_end_s * 1000)})
+        case Configured():
+            return _dump({"type": "configured", "settings": options_json(event.options)})
+        case Error():
+            return _dump({"type": "error", "code": event.code, "message": event.message})
+
+
+def decode_server_message(text: str) -> Event | None:
+    """A server message as the event it encodes; None for a type this client does not know.
+
+    Raises ``ValueError`` (or ``KeyError``/``TypeError``) for text that is not the protocol.
+    """
+    message = json.loads(text)
+    kind = message["type"]
+    if kind == "final":
+        lag = message.get("lag_ms")
+        return Final(int(message["seq"]), _words(message), None if lag is None else lag / 1000)
+    if kind == "partial":
+        return Partial(_words(message), int(message["beg_ms"]) / 1000)
+    if kind == "error":
+        return Error(str(message["code"]), str(message["message"]))
+    if kind == "ready":
+        return Ready(str(message["session_id"]), str(message["model"]), _options(message["settings"]),
+                     {k: v for k, v in message["settings"].items() if k not in _OPTION_KEYS},
+                     int(message["sample_rate"]))
+    simple: dict[str, Event] = {"flushed": Flushed()}
+    if kind in simple:
+        return simple[kind]
+    if kind == "speech_started":
+        return SpeechStarted(int(message["time_ms"]) / 1000)
+    if kind == "utterance_end":
+        return UtteranceEnded(int(message["last_word_end_ms"]) / 1000)
+    if kind == "configured":
+        return Configured(_options(message["settings"]))
+    return None
+
+
+_OPTION_KEYS = frozenset(options_json(SessionOptions(None)))
+
+
+def _options(settings: Mapping[str, Any]) -> SessionOptions:
+    return SessionOptions(**{k: settings[k] for k in _OPTION_KEYS if k in settings})
+
+
+def _words(message: Mapping[str, Any]) -> tuple[Word, ...]:
+    """The message's words, given back the spacing its ``text`` shows (a seed server sends no words:
+    then the text is one word spanning the message)."""
+    text = str(message["text"])
+    listed = message.get("words")
+    if listed is None:
+        if not text:
+            return ()
+        return (Word(int(message["beg_ms"]) / 1000, int(message["end_ms"]) / 1000, text),)
+    words, position = [], 0
+    for item in listed:
+        found = text.find(item["text"], position)
+        start = position if found < 0 else found
+        spaced = text[position:start] + item["text"] if found >= 0 else " " + item["text"]
+        position = start + len(item["text"]) if found >= 0 else position
+        words.append(Word(int(item["beg_ms"]) / 1000, int(item["end_ms"]) / 1000, spaced,
+                          float(item.get("probability", 1.0))))
+    return tuple(words)
+
+
+def _dump(message: dict[str, Any]) -> str:
+    return json.dumps(message, ensure_ascii=False, separators=(",", ":"))
