@@ -16,7 +16,7 @@ from woasr.core.processor import OnlineASRProcessor
 from woasr.core.records import Transcription, TranscriptionRequest
 from woasr.engine import LocalEngine
 from woasr.protocol.session import StreamSession
-from woasr.transports.runner import SessionRunner
+from woasr.server.runner import SessionRunner
 
 from tests.fakes import ScriptedASR, clock_audio, words_at
 
@@ -109,7 +109,7 @@ def new_runner(engine: LocalEngine, asr: SlowASR, tag: str, min_chunk: float = 0
     processor = OnlineASRProcessor(asr, tag)
     async def send(events) -> None:
         pass
-    return SessionRunner(tag, StreamSession(processor, min_chunk), engine, send, admission=engine.admission)
+    return SessionRunner(tag, StreamSession(processor, min_chunk), engine, send)
 
 
 async def test_one_call_in_flight_per_session_and_no_session_starves():
@@ -209,7 +209,7 @@ def test_worker_layout_is_one_single_thread_worker_per_core_unless_told():
 
 def test_admission_chunk_defaults_to_half_the_latency_target():
     from woasr.core.processor import ProcessorSettings
-    from woasr.server import ServerConfig
+    from woasr.server.config import ServerConfig
 
     def config(max_chunk: float, latency_target: float = 2.0, min_chunk: float = 0.5) -> ServerConfig:
         return ServerConfig("127.0.0.1", 0, min_chunk=min_chunk, idle_timeout=60, workers=2,

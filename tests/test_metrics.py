@@ -11,7 +11,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
-from woasr.metrics import LATENCY_BUCKETS, ServerMetrics
+from woasr.server.metrics import LATENCY_BUCKETS, ServerMetrics
 
 from tests.servers import ServerProcess, free_port
 

@@ -1,6 +1,6 @@
 """Latency monitoring: Prometheus metrics and a periodic log line for ``woasr serve``.
 
-The session runner and the transports call the ``ServerMetrics`` hooks; the
+The session runner and the service call the ``ServerMetrics`` hooks; the
 metrics are exposed at ``GET /metrics`` of the web app (and on
 ``--metrics-port``), and the server logs :meth:`ServerMetrics.summary` every
 ``--metrics-log-interval`` seconds.
@@ -17,8 +17,9 @@ import time
 from collections import deque
 from collections.abc import Iterable, Sequence
 
-import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from woasr.percentiles import percentiles
 
 LATENCY_BUCKETS = (0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0)
 """Committed and partial latency: a good stream sits at 0.5-3 s; tens of seconds means overload."""
@@ -187,9 +188,9 @@ class ServerMetrics:
             self._windows["committed"].extend(latencies_s)
             state = self._sessions.setdefault(session_id, _SessionState())
             state.committed.extend(latencies_s)
-            p50, p95 = np.percentile(state.committed, [50, 95])
-        self.session_p50.labels(session=session_id).set(float(p50))
-        self.session_p95.labels(session=session_id).set(float(p95))
+            p50, p95 = percentiles(state.committed, (50, 95)) or (0.0, 0.0)
+        self.session_p50.labels(session=session_id).set(p50)
+        self.session_p95.labels(session=session_id).set(p95)
         self.session_lag.labels(session=session_id).set(latencies_s[-1])
 
     def observe_partial(self, session_id: str, latency_s: float) -> None:
@@ -231,9 +232,10 @@ class ServerMetrics:
 
 
 def _percentiles(values: Sequence[float], fmt: str) -> str:
-    if not values:
+    found = percentiles(values, (50, 95))
+    if found is None:
         return "p50=- p95=-"
-    p50, p95 = np.percentile(values, [50, 95])
+    p50, p95 = found
     return f"p50={fmt.format(p50)} p95={fmt.format(p95)}"
 
 

@@ -1,29 +1,31 @@
-"""Drives one session for any transport: its model calls on the engine, its events out.
+"""Drives one session: its model calls on the engine, its events out, in order.
 
-A transport reads its socket in one task and feeds the session (``post`` the
-events that feeding returns, ``wake`` the runner); :meth:`SessionRunner.run`
-does everything else, the same way for TCP and WebSocket.
+:func:`woasr.server.lifecycle.serve_session` feeds the session from the
+transport's input (``post`` the events feeding returns, ``wake`` the runner);
+:meth:`SessionRunner.run` does the rest: an update whenever one is due, its
+result applied, every event sent, until the session is finished or aborted.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Awaitable, Callable
 
-from woasr.engine import InferenceEngine, InferenceResult
-from woasr.engine.admission import Admission
-from woasr.metrics import ServerMetrics
+from woasr.engine.base import InferenceEngine, InferenceResult
 from woasr.protocol.events import Event
 from woasr.protocol.session import StreamSession
-
-log = logging.getLogger("woasr.session")
+from woasr.server.metrics import ServerMetrics
 
 Send = Callable[[list[Event]], Awaitable[None]]
+"""How a transport writes events to its peer (in order; may raise ConnectionError)."""
 
 
 class SessionRunner:
-    """Runs a session's updates as they fall due and sends every event, in order."""
+    """Runs a session's updates as they fall due and sends every event, in order.
+
+    Every committed word's latency goes to the engine's admission (to refuse
+    sessions the server cannot serve in time) and, with ``metrics``, to Prometheus.
+    """
 
     def __init__(
         self,
@@ -33,7 +35,6 @@ class SessionRunner:
         send: Send,
         metrics: ServerMetrics | None = None,
         transport: str = "",
-        admission: Admission | None = None,
     ) -> None:
         self.session_id = session_id
         self.session = session
@@ -41,14 +42,12 @@ class SessionRunner:
         self.send = send
         self.metrics = metrics
         self.transport = transport
-        self.admission = admission
-        """Told every committed word's latency, to refuse sessions the server cannot serve in time."""
         self.aborted = False
         self._outbox: list[Event] = []
         self._wake = asyncio.Event()
 
     def post(self, events: list[Event]) -> None:
-        """Queue events the transport got from the session (e.g. errors about its input)."""
+        """Queue events for the peer (e.g. errors about its input), after those already queued."""
         if events:
             self._outbox += events
             self._wake.set()
@@ -69,34 +68,37 @@ class SessionRunner:
 
     async def run(self) -> None:
         """Until the session is finished (every received sample transcribed) or aborted."""
-        loop = asyncio.get_running_loop()
         session = self.session
         while not self.aborted:
             if self._outbox:
                 events, self._outbox = self._outbox, []
                 await self.send(events)
-                continue
-            if session.finished:
+            elif session.finished:
                 return
-            if session.due():
-                request = session.start_update()
-                result = None
-                if request is not None:
-                    result = await self.engine.transcribe(request, since=session.update_since)
-                if not self.aborted:
-                    committed, partial = len(session.stats.latencies), len(session.stats.partial_latencies)
-                    self.post(session.complete_update(result.transcription if result else None, loop.time()))
-                    self._observe(result, committed, partial)
-                continue
-            await self._wake.wait()
-            self._wake.clear()
+            elif session.due():
+                await self._update()
+            else:
+                await self._wake.wait()
+                self._wake.clear()
 
+    async def _update(self) -> None:
+        """One update: the model call (if the session needs one), then its events queued."""
+        session = self.session
+        request = session.start_update()
+        result = None
+        if request is not None:
+            result = await self.engine.transcribe(request, since=session.update_since)
+        if self.aborted:
+            return
+        committed, partial = len(session.stats.latencies), len(session.stats.partial_latencies)
+        now = asyncio.get_running_loop().time()
+        self.post(session.complete_update(result.transcription if result else None, now))
+        self._observe(result, committed, partial)
 
     def _observe(self, result: InferenceResult | None, committed: int, partial: int) -> None:
         """Report one completed update (and the latencies it added) to admission and the metrics."""
         stats, sid = self.session.stats, self.session_id
-        if self.admission is not None:
-            self.admission.observe_committed(stats.latencies[committed:])
+        self.engine.admission.observe_committed(stats.latencies[committed:])
         if self.metrics is None:
             return
         if result is not None:
@@ -104,16 +106,3 @@ class SessionRunner:
         self.metrics.observe_committed(sid, stats.latencies[committed:])
         for latency in stats.partial_latencies[partial:]:
             self.metrics.observe_partial(sid, latency)
-
-
-def log_session_start(session_id: str, peer: object, active: int) -> None:
-    log.info("session %s start peer=%s active=%d", session_id, peer, active)
-
-
-def log_session_end(session_id: str, peer: object, ending: str, session: StreamSession) -> None:
-    stats = session.stats
-    log.info(
-        "session %s end peer=%s (%s) audio=%.1fs words=%d updates=%d latency_p50=%sms p95=%sms",
-        session_id, peer, ending, stats.audio_s, stats.committed_words, stats.updates,
-        stats.percentile_ms(50), stats.percentile_ms(95),
-    )

@@ -1,95 +1,58 @@
-"""TCP transport (port 43007): raw PCM16LE mono 16 kHz in, committed lines out.
+"""TCP transport (port 43007): moves raw PCM16LE in and committed lines out.
 
-Each line is ``<beg_ms> <end_ms> <text>\\n`` (UTF-8). When the client shuts
-down its writing side the server finishes the session, sends the remaining
-lines and closes. See docs/protocol.md.
+The wire format is :mod:`woasr.protocol.tcp`; the session is served by
+:func:`woasr.server.lifecycle.serve_session`. Here: reading with an idle
+timeout, a half-close as the end of the audio, writing lines.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-from typing import TYPE_CHECKING
 
-from woasr.protocol.events import Error, Event, Final
-from woasr.transports.runner import log_session_end, log_session_start
-
-if TYPE_CHECKING:
-    from woasr.server import StreamingService
-
-log = logging.getLogger(__name__)
+from woasr.protocol.ending import Ending, InputEnded
+from woasr.protocol.events import Event
+from woasr.protocol.tcp import encode_events
+from woasr.server.lifecycle import Input, serve_session
+from woasr.server.service import StreamingService
 
 READ_SIZE = 64 * 1024
 
 
-def format_line(event: Event) -> bytes | None:
-    """The wire form of an event on TCP: finals as lines, errors as ``ERROR`` lines."""
-    if isinstance(event, Final):
-        return f"{event.beg_ms} {event.end_ms} {event.text}\n".encode()
-    if isinstance(event, Error):
-        return f"ERROR {event.code} {event.message}\n".encode()
-    return None
+class TcpConnection:
+    """One client socket as a :class:`~woasr.server.lifecycle.Connection`."""
 
+    transport = "tcp"
 
-class TCPServer:
-    """Accepts any number of clients; each gets its own session on the shared service."""
-
-    def __init__(self, service: StreamingService, idle_timeout: float = 60.0) -> None:
-        self.service = service
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, idle_timeout: float) -> None:
+        self.reader, self.writer = reader, writer
         self.idle_timeout = idle_timeout
+        self.peer = str(writer.get_extra_info("peername"))
 
-    async def start(self, host: str, port: int) -> asyncio.Server:
-        return await asyncio.start_server(self.handle, host, port)
+    async def receive(self) -> Input:
+        try:
+            data = await asyncio.wait_for(self.reader.read(READ_SIZE), self.idle_timeout)
+        except TimeoutError:
+            return InputEnded(Ending.IDLE, f"idle for {self.idle_timeout:g} s")
+        return data or InputEnded(Ending.FINISHED, "finished")
 
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        peer = writer.get_extra_info("peername")
-        await self.service.wait_ready()  # until then the client's audio waits in the socket
-        if refusal := self.service.refusal("tcp"):
-            writer.write(format_line(refusal) or b"")
-            writer.close()
-            return
-        loop = asyncio.get_running_loop()
-        ending = "finished"
+    async def send(self, events: list[Event]) -> None:
+        data = encode_events(events)
+        if data and not self.writer.is_closing():
+            self.writer.write(data)
+            await self.writer.drain()
 
-        async def send(events: list[Event]) -> None:
-            lines = [line for line in map(format_line, events) if line]
-            if lines and not writer.is_closing():
-                writer.write(b"".join(lines))
-                await writer.drain()
+    async def close(self, ending: Ending, reason: str) -> None:
+        self.writer.close()
+        try:
+            await self.writer.wait_closed()
+        except ConnectionError:
+            pass
 
-        runner = self.service.new_runner("tcp", send)
-        sid, session = runner.session_id, runner.session
 
-        async def read_audio() -> None:
-            nonlocal ending
-            try:
-                while data := await asyncio.wait_for(reader.read(READ_SIZE), self.idle_timeout):
-                    runner.post(session.receive_audio(data, loop.time()))
-                    runner.wake()
-            except TimeoutError:
-                ending = f"idle for {self.idle_timeout:g} s"
-            except ConnectionError as exc:
-                ending = f"disconnected ({type(exc).__name__})"
-                runner.abort()  # nobody to send the last lines to
-            finally:
-                session.close()
-                runner.wake()
+async def start_tcp_server(service: StreamingService, host: str, port: int, idle_timeout: float) -> asyncio.Server:
+    """Listen on ``host:port``; every client gets its own session on the shared service."""
 
-        with self.service.track_session(runner):
-            log_session_start(sid, peer, self.service.active_sessions)
-            reading = asyncio.create_task(read_audio())
-            try:
-                await runner.run()
-            except ConnectionError as exc:
-                ending = f"disconnected while sending ({type(exc).__name__})"
-            except Exception:
-                ending = "server error"
-                log.exception("session %s failed", sid)
-            finally:
-                reading.cancel()
-                log_session_end(sid, peer, ending, session)
-                writer.close()
-                try:
-                    await writer.wait_closed()
-                except ConnectionError:
-                    pass
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await serve_session(service, TcpConnection(reader, writer, idle_timeout))
+
+    return await asyncio.start_server(handle, host, port)

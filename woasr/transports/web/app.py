@@ -1,13 +1,12 @@
 """The FastAPI application on port 43008: WebSocket streaming, the page, health, REST.
 
 It runs in the ``woasr serve`` process on the same model and engine as the
-TCP server (:class:`woasr.server.StreamingService`).
+TCP server (:class:`woasr.server.service.StreamingService`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, WebSocket
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -15,11 +14,9 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from woasr import __version__
+from woasr.server.service import StreamingService
 from woasr.transports.web.transcriptions import transcription_router
 from woasr.transports.web.websocket import serve_websocket
-
-if TYPE_CHECKING:
-    from woasr.server import StreamingService
 
 STATIC = Path(__file__).parent / "static"
 

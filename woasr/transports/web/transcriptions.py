@@ -24,7 +24,8 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, Request
@@ -36,12 +37,12 @@ from starlette.formparsers import MultiPartException
 from starlette.requests import ClientDisconnect
 from starlette.types import Message
 
+from woasr.asr.faster_whisper_backend import FasterWhisperASR
 from woasr.core.audio import SAMPLE_RATE
+from woasr.core.language import UnsupportedLanguage, resolve_language
 from woasr.core.records import Transcription
-from woasr.protocol.transcript_formats import MEDIA_TYPES, RESPONSE_FORMATS, TIMESTAMP_GRANULARITIES, render
-
-if TYPE_CHECKING:
-    from woasr.server import StreamingService
+from woasr.protocol.openai_transcriptions import MEDIA_TYPES, RESPONSE_FORMATS, TIMESTAMP_GRANULARITIES, render
+from woasr.server.service import StreamingService
 
 log = logging.getLogger(__name__)
 
@@ -248,6 +249,105 @@ _FORM_SCHEMA: dict[str, Any] = {
 }
 
 
+@dataclass(frozen=True)
+class _Form:
+    """The request's form fields, validated; what the rest of the request needs from it."""
+
+    response_format: str
+    upload: UploadFile
+    language: str | None
+    granularities: tuple[str, ...]
+    prompt: str
+
+
+def _checked_language(value: str | None, asr: FasterWhisperASR) -> str | None:
+    """The requested language by the one language rule of every transport; None keeps the server's default.
+
+    Refused unless the loaded model supports it, rather than silently decoding another language.
+    """
+    if value is None:
+        return None
+    try:
+        return resolve_language(value, asr.supported_languages)
+    except UnsupportedLanguage as exc:
+        raise TranscriptionError(400, f"{exc} (loaded model {asr.choice.name})", "language",
+                                 "unsupported_language") from exc
+
+
+def _parse_form(form: FormData, response_format: str, asr) -> _Form:
+    """The form's fields, validated in a fixed order, so the first bad field is the one reported.
+
+    ``response_format`` is read by the caller, so its refusal log line can name it.
+    """
+    if response_format not in RESPONSE_FORMATS:
+        raise TranscriptionError(
+            400, f"unknown response_format {response_format!r}; expected one of: {', '.join(RESPONSE_FORMATS)}",
+            "response_format", "invalid_value",
+        )
+    upload = _upload(form)
+    language = _checked_language(_text_field(form, "language"), asr)
+    granularities = _granularities(form)
+    _temperature(form)  # validated for OpenAI compatibility; decoding stays deterministic
+    _text_field(form, "model")  # only checked to be text: the loaded model is always used
+    prompt = _text_field(form, "prompt") or ""
+    return _Form(response_format, upload, language, granularities, prompt)
+
+
+async def _check_admission(service: StreamingService, body: _BodyReader) -> None:
+    """Refuse with 503 and Retry-After while the model loads or the server is draining or full.
+
+    Checked before the form is parsed, so a server that cannot serve stores no upload;
+    the body is still drained so the client reads the answer, not a broken pipe.
+    """
+    if not service.ready:
+        await body.drain()
+        raise TranscriptionError(503, "the model is still loading; retry shortly", None, "model_not_ready",
+                                 kind="server_error", headers={"Retry-After": str(RETRY_AFTER_S)})
+    if refusal := service.refusal("http"):
+        # At capacity a whole file would delay every live stream: refuse it the same way.
+        await body.drain()
+        raise TranscriptionError(503, refusal.message, None, refusal.code, kind="server_error",
+                                 headers={"Retry-After": str(RETRY_AFTER_S)})
+
+
+async def _run_model(service: StreamingService, asr, audio: np.ndarray, fields: _Form) -> tuple[Transcription, float]:
+    """The transcription and the model's compute seconds.
+
+    Runs on the engine's worker pool, so REST requests queue with live sessions
+    instead of competing with them for cores; any model failure becomes a 500.
+    """
+    offline = asr.offline()
+
+    def job() -> tuple[Transcription, float]:
+        """Runs on a model worker; times the model alone, not the wait for a free worker."""
+        start = time.perf_counter()
+        return offline.transcribe(audio, fields.prompt, fields.language), time.perf_counter() - start
+
+    try:
+        return await service.engine.run(job)
+    except Exception as exc:  # noqa: BLE001 - report any model failure as a server error
+        log.exception("transcription failed")
+        raise TranscriptionError(500, f"transcription failed ({type(exc).__name__})", None,
+                                 "transcription_failed", kind="server_error") from exc
+
+
+def _render_and_log(
+    fields: _Form, transcription: Transcription, duration: float, asr, *,
+    upload_s: float, decode_s: float, compute_s: float, queued_s: float,
+) -> Response:
+    """The response in the asked format, plus one log line with where the request's time went."""
+    transcription = transcription.clipped(duration)
+    detected = transcription.language or fields.language or asr.language
+    rendered = render(fields.response_format, transcription, duration, detected, fields.granularities)
+    log.info(
+        "transcription %s: %.2f s of audio in %.2f s compute (%.2f s queued, %.2f s upload, "
+        "%.2f s decode; %s, %d bytes, language %s, %d segments)",
+        fields.response_format, duration, compute_s, queued_s, upload_s, decode_s,
+        fields.upload.filename or "-", fields.upload.size or 0, detected or "auto", len(transcription.segments),
+    )
+    return _response(fields.response_format, rendered)
+
+
 def transcription_router(service: StreamingService) -> APIRouter:
     """The REST transcription endpoint over ``service``'s model and engine."""
     router = APIRouter()
@@ -275,69 +375,19 @@ def transcription_router(service: StreamingService) -> APIRouter:
         form: FormData | None = None
         body = _BodyReader(request.receive, MAX_FILE_BYTES + FORM_OVERHEAD_BYTES)
         try:
-            if not service.ready:
-                # Before reading the body: a loading server should not store uploads it cannot serve.
-                await body.drain()
-                raise TranscriptionError(503, "the model is still loading; retry shortly", None, "model_not_ready",
-                                         kind="server_error", headers={"Retry-After": str(RETRY_AFTER_S)})
-            if refusal := service.refusal("http"):
-                # At capacity a whole file would delay every live stream: refuse it the same way.
-                await body.drain()
-                raise TranscriptionError(503, refusal.message, None, refusal.code, kind="server_error",
-                                         headers={"Retry-After": str(RETRY_AFTER_S)})
+            await _check_admission(service, body)
             asr = service.asr
             assert asr is not None
             form = await _read_form(request, body)
             response_format = _text_field(form, "response_format") or "json"
-            if response_format not in RESPONSE_FORMATS:
-                raise TranscriptionError(
-                    400, f"unknown response_format {response_format!r}; expected one of: {', '.join(RESPONSE_FORMATS)}",
-                    "response_format", "invalid_value",
-                )
-            upload = _upload(form)
-            language = _text_field(form, "language")
-            if language is not None:
-                language = language.lower()
-                if language not in asr.supported_languages:
-                    known = asr.supported_languages
-                    shown = ", ".join(known[:12]) + (" ..." if len(known) > 12 else "")
-                    raise TranscriptionError(
-                        400, f"language {language!r} is not supported by the loaded model {asr.choice.name} "
-                        f"(supported: {shown})", "language", "unsupported_language",
-                    )
-            granularities = _granularities(form)
-            _temperature(form)
-            _text_field(form, "model")
-            prompt = _text_field(form, "prompt") or ""
-
+            fields = _parse_form(form, response_format, asr)
             received = time.perf_counter()
-            audio = await _decode_upload(upload)
+            audio = await _decode_upload(fields.upload)
             decoded = time.perf_counter()
-            duration = len(audio) / SAMPLE_RATE
-            offline = asr.offline()
-
-            def job() -> tuple[Transcription, float]:
-                """Runs on a model worker; times the model alone, not the wait for a free worker."""
-                start = time.perf_counter()
-                return offline.transcribe(audio, prompt, language), time.perf_counter() - start
-
-            try:
-                transcription, compute_s = await service.engine.run(job)
-            except Exception as exc:  # noqa: BLE001 - report any model failure as a server error
-                log.exception("transcription failed")
-                raise TranscriptionError(500, f"transcription failed ({type(exc).__name__})", None,
-                                         "transcription_failed", kind="server_error") from exc
+            transcription, compute_s = await _run_model(service, asr, audio, fields)
             queued_s = time.perf_counter() - decoded - compute_s
-            transcription = transcription.clipped(duration)
-            detected = transcription.language or language or asr.language
-            rendered = render(response_format, transcription, duration, detected, granularities)
-            log.info(
-                "transcription %s: %.2f s of audio in %.2f s compute (%.2f s queued, %.2f s upload, "
-                "%.2f s decode; %s, %d bytes, language %s, %d segments)",
-                response_format, duration, compute_s, queued_s, received - began, decoded - received,
-                upload.filename or "-", upload.size or 0, detected or "auto", len(transcription.segments),
-            )
-            return _response(response_format, rendered)
+            return _render_and_log(fields, transcription, len(audio) / SAMPLE_RATE, asr, upload_s=received - began,
+                                   decode_s=decoded - received, compute_s=compute_s, queued_s=queued_s)
         except TranscriptionError as error:
             log.info("transcription %s refused: %d %s (param %s): %s", response_format, error.status,
                      error.code, error.param, error.message)
