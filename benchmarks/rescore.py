@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 
 from woasr.tools.errors import repeated_phrases
-from woasr.tools.evaluate import read_manifest
+from woasr.tools.manifest import read_manifest
 from woasr.tools.textnorm import ErrorCount, count_errors, normalize_text
 
 

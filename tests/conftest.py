@@ -19,7 +19,7 @@ def audio_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def manifest(audio_dir):
-    from woasr.tools.evaluate import read_manifest
+    from woasr.tools.manifest import read_manifest
 
     return {row.name: row for row in read_manifest(audio_dir / "manifest.tsv")}
 

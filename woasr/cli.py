@@ -173,7 +173,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from woasr.tools.evaluate import evaluate, markdown_table, read_manifest, write_report
+    from woasr.tools.evaluate import evaluate, markdown_table, write_report
+    from woasr.tools.manifest import read_manifest
 
     rows = read_manifest(args.manifest, args.glob, args.limit)
     if not rows:
@@ -230,7 +231,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from woasr.asr.models import resolve_model
     from woasr.engine.sizing import worker_layout
-    from woasr.server import ModelLoadFailed, ServerConfig, StreamingService
+    from woasr.server.config import ServerConfig
+    from woasr.server.main import serve_forever
+    from woasr.server.service import ModelLoadFailed, StreamingService
 
     if args.tcp_port <= 0 and args.ws_port <= 0:
         log.error("nothing to serve: --tcp-port and --ws-port are both 0")
@@ -258,7 +261,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         config.metrics_port, config.metrics_log_interval,
     )
     try:
-        asyncio.run(StreamingService(lambda: build_asr(args, layout.workers, layout.threads), config).serve_forever())
+        asyncio.run(serve_forever(StreamingService(lambda: build_asr(args, layout.workers, layout.threads), config)))
     except ModelLoadFailed as exc:
         log.error("%s", exc)
         return 2
@@ -355,10 +358,22 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The whole command line: global flags, then one subparser per tool (the order ``--help`` lists them)."""
     parser = argparse.ArgumentParser(prog="woasr", description="Real-time streaming speech recognition on Whisper.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_simulate_command(sub)
+    _add_eval_command(sub)
+    _add_serve_command(sub)
+    _add_client_command(sub)
+    _add_bench_command(sub)
+    _add_capture_command(sub)
+    _add_models_command(sub)
+    return parser
 
+
+def _add_simulate_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``woasr simulate``: one file through the processor, to see what a stream would commit and when."""
     sim = sub.add_parser("simulate", help="stream a file through the processor on a simulated clock")
     sim.add_argument("file")
     add_model_options(sim)
@@ -367,12 +382,15 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--json", action="store_true", help="JSON lines with words, partials and timings")
     sim.set_defaults(func=cmd_simulate)
 
+
+def _add_eval_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``woasr eval``: the accuracy and latency figures docs/eval.md reports, over a manifest."""
     ev = sub.add_parser("eval", help="streaming vs offline WER, latency and cost over a manifest")
     ev.add_argument("--manifest", required=True, help="TSV: file seconds language reference ...")
     ev.add_argument("--glob", default=None, help="only rows whose file matches, e.g. 'en/*' or 'en/*,long/*'")
     ev.add_argument("--limit", type=int, default=None)
     add_model_options(ev)
-    ev.set_defaults(lang=None)
+    ev.set_defaults(lang=None)  # no --lang: each clip's manifest language
     add_processor_options(ev)
     ev.add_argument("--comp-unaware", action="store_true")
     ev.add_argument("--repeat", type=int, default=1,
@@ -383,7 +401,21 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", default=None, metavar="OUT", help="write the JSON report here")
     ev.set_defaults(func=cmd_eval)
 
+
+def _add_serve_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``woasr serve``: the server's own options first, then the model and streaming policy it runs."""
     serve = sub.add_parser("serve", help="run the streaming server (TCP :43007, WebSocket/HTTP :43008)")
+    _add_listen_args(serve)
+    _add_session_lifetime_args(serve)
+    _add_capacity_args(serve)
+    _add_metrics_args(serve)
+    add_model_options(serve)
+    add_processor_options(serve)
+    serve.set_defaults(func=cmd_serve)
+
+
+def _add_listen_args(serve: argparse.ArgumentParser) -> None:
+    """Where the server listens and the limits of its WebSocket transport."""
     serve.add_argument("--host", default=default_host(),
                        help="address to listen on (env STREAM_HOST, then IP_ADDR; default: 127.0.0.1)")
     serve.add_argument("--tcp-port", "--port", type=int, default=env_int("STREAM_PORT", DEFAULT_TCP_PORT),
@@ -397,15 +429,23 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--ws-ping-interval", type=float, default=20.0,
                        help="seconds between WebSocket pings; a peer that does not answer within as long is "
                             "disconnected (default: 20)")
+
+
+def _add_session_lifetime_args(serve: argparse.ArgumentParser) -> None:
+    """How long sessions may stay silent, and how long they get to finish at shutdown."""
     serve.add_argument("--drain-timeout", type=float, default=10.0,
                        help="on SIGINT/SIGTERM, seconds open sessions get to finish and send their last "
                             "finals (default: 10; a second signal stops at once)")
     serve.add_argument("--idle-timeout", type=float, default=60.0,
                        help="close a TCP connection silent for this many seconds (default: 60; "
                             "WebSocket connections are kept alive by pings)")
+
+
+def _add_capacity_args(serve: argparse.ArgumentParser) -> None:
+    """Model-call parallelism and the admission limits that keep the latency target."""
     serve.add_argument("--workers", type=int, default=0,
                        help="model calls that may run at once (default: 0 = one per CPU core, each on one "
-                            "thread; 2 on a GPU; see docs/architecture.md, 'Workers')")
+                            "thread; 2 on a GPU; see docs/internals.md, 'Workers')")
     serve.add_argument("--max-sessions", type=int, default=0,
                        help="refuse sessions beyond this many (default: 0 = decided by measured capacity)")
     serve.add_argument("--max-chunk", type=float, default=0.0,
@@ -416,36 +456,66 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--latency-target", type=float, default=2.0,
                        help="admission: refuse a new session while the 95th percentile of recently committed "
                             "words' latency is above this many seconds (default: 2.0; 0 = off)")
+
+
+def _add_metrics_args(serve: argparse.ArgumentParser) -> None:
+    """Where the server's metrics can be scraped, and how often it logs them."""
     serve.add_argument("--metrics-port", type=int, default=0,
                        help="Prometheus metrics are on GET /metrics of the WebSocket/HTTP port; this port "
                             "serves them too, e.g. when only TCP runs (default: 0 = off)")
     serve.add_argument("--metrics-log-interval", type=float, default=30.0,
                        help="seconds between log lines with latency p50/p95 since the previous one "
                             "(logger woasr.metrics; default: 30, 0 = off)")
-    add_model_options(serve)
-    add_processor_options(serve)
-    serve.set_defaults(func=cmd_serve)
 
+
+def _add_client_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``woasr client``: a reference client that survives server restarts."""
     client = sub.add_parser("client", help="stream the microphone or a file to a server and print its lines")
+    _add_client_server_args(client)
+    _add_client_source_args(client)
+    _add_client_reconnect_args(client)
+    client.set_defaults(func=cmd_client)
+
+
+def _add_client_server_args(client: argparse.ArgumentParser) -> None:
+    """Which server the client talks to, and over which protocol."""
     client.add_argument("--host", default=default_host(), help="server (env STREAM_HOST, then IP_ADDR)")
     client.add_argument("--port", type=int, default=env_int("STREAM_PORT", DEFAULT_TCP_PORT),
                         help=f"server TCP port (env STREAM_PORT; default: {DEFAULT_TCP_PORT})")
     client.add_argument("--ws", default=None, metavar="URL",
                         help="use WebSocket instead of TCP, e.g. ws://127.0.0.1:43008/ (lossless reconnect; "
                              "on a terminal the partial is shown in place)")
+
+
+def _add_client_source_args(client: argparse.ArgumentParser) -> None:
+    """Where the client's audio comes from and how it is cut into blocks."""
     client.add_argument("--file", default=None, help="stream this file instead of the microphone")
     client.add_argument("--fast", action="store_true", help="send the file as fast as possible, not in real time")
     client.add_argument("--device", default=None, help="input device index or name (see `python -m sounddevice`)")
     client.add_argument("--block", type=float, default=0.1, help="seconds per block sent (default: 0.1)")
+
+
+def _add_client_reconnect_args(client: argparse.ArgumentParser) -> None:
+    """How the client buffers audio through an outage and how it retries."""
     client.add_argument("--ring", type=float, default=30.0,
                         help="seconds of audio kept while disconnected (default: 30)")
     client.add_argument("--backoff", type=float, default=0.5, help="first reconnect delay in seconds (default: 0.5)")
     client.add_argument("--backoff-cap", type=float, default=10.0, help="longest reconnect delay (default: 10)")
     client.add_argument("--attempts", type=int, default=20,
                         help="failed connection attempts in a row before giving up, 0 = never (default: 20)")
-    client.set_defaults(func=cmd_client)
 
+
+def _add_bench_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``woasr bench``: how latency and WER degrade with the number of concurrent streams."""
     be = sub.add_parser("bench", help="latency and WER of N concurrent real-time streams against a server")
+    _add_bench_workload_args(be)
+    _add_bench_server_args(be)
+    _add_bench_output_args(be)
+    be.set_defaults(func=cmd_bench)
+
+
+def _add_bench_workload_args(be: argparse.ArgumentParser) -> None:
+    """What the bench streams: how many streams, which clips, how much audio, scored against what."""
     be.add_argument("--streams", default="1,2,4,6,8,10",
                     help="comma-separated stream counts (default: 1,2,4,6,8,10)")
     be.add_argument("--manifest", default=None,
@@ -459,6 +529,10 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--baselines", action=argparse.BooleanOptionalAction, default=True,
                     help="transcribe every stream's audio offline and as one stream alone before the runs, "
                          "to score streams without references and the WER load costs (default: on)")
+
+
+def _add_bench_server_args(be: argparse.ArgumentParser) -> None:
+    """The server under test: a running one, or how to start one, and what its clients ask for."""
     be.add_argument("--url", default=None,
                     help="a running server, tcp://HOST:PORT or ws://HOST:PORT/ (default: start one)")
     be.add_argument("--transport", choices=["tcp", "ws"], default="tcp",
@@ -467,11 +541,17 @@ def build_parser() -> argparse.ArgumentParser:
                     help="WebSocket clients ask for partials and their latency is measured")
     be.add_argument("--serve-args", default="",
                     help="arguments for the started server (default: none, the shipped defaults)")
+
+
+def _add_bench_output_args(be: argparse.ArgumentParser) -> None:
+    """Where the bench writes its report and plot (the table always goes to stdout)."""
     be.add_argument("--json", default=None, metavar="OUT", help="write the JSON report here")
     be.add_argument("--plot", default=None, metavar="OUT.png",
                     help="write a PNG of committed (and partial) latency against the stream count here")
-    be.set_defaults(func=cmd_bench)
 
+
+def _add_capture_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``woasr capture``: its options live with the tool, imported only when the parser is built."""
     from woasr.tools import capture
 
     cap = sub.add_parser("capture", help="write each detected speech segment of the microphone, a file or stdin "
@@ -479,11 +559,13 @@ def build_parser() -> argparse.ArgumentParser:
     capture.add_arguments(cap)
     cap.set_defaults(func=capture.run)
 
+
+def _add_models_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``woasr models``: find or prepare the models that work without the model hub."""
     mo = sub.add_parser("models", help="list, locate or prepare the offline models")
     mo.add_argument("action", choices=["list", "path", "prepare"])
     mo.add_argument("name", nargs="?")
     mo.set_defaults(func=cmd_models)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -128,29 +128,8 @@ async def stream(
     ring = AudioRing(ring_s)
     wake = asyncio.Event()
     source_done = asyncio.Event()
-
-    async def capture() -> None:
-        try:
-            async for block in source:
-                ring.push(block)
-                wake.set()
-        finally:
-            source_done.set()
-            wake.set()
-
-    capturing = asyncio.create_task(capture())
-    failures = 0
-
-    async def fail(reason: str) -> None:
-        """One more failure in a row: give up, or wait before the next attempt."""
-        nonlocal failures
-        failures += 1
-        if backoff.attempts and failures >= backoff.attempts:
-            raise GaveUp(f"{transport.address}: {reason} ({failures} attempts in a row)")
-        delay = backoff.delay(failures)
-        log.warning("%s: %s; retry in %.1f s, %.1f s of audio buffered", transport.address, reason, delay, ring.seconds)
-        await asyncio.sleep(delay)
-
+    capturing = asyncio.create_task(_capture(source, ring, wake, source_done))
+    failures = _FailuresInARow(transport.address, backoff, ring)
     try:
         while True:
             await asyncio.sleep(0)  # let the source start (and fail early, e.g. no microphone)
@@ -158,22 +137,71 @@ async def stream(
             try:
                 connection = await transport.connect()
             except OSError as exc:
-                await fail(f"cannot connect ({exc})")
+                await failures.fail(f"cannot connect ({exc})")
                 continue
             log.info("connected to %s", transport.address)
             lost = await _run_connection(connection, ring, wake, source_done)
             if lost is None:
                 _raise_if_failed(capturing)
                 return ring
-            ring.requeue(connection.unacknowledged())
-            if connection.progressed:
-                failures = 0
-                log.warning("%s: connection lost (%s); reconnecting, %.1f s of audio buffered",
-                            transport.address, lost, ring.seconds)
-            else:
-                await fail(f"connection lost before any transcript ({lost})")
+            await _recover(connection, lost, ring, failures)
     finally:
         capturing.cancel()
+
+
+async def _capture(source: AsyncIterator[bytes], ring: AudioRing, wake: asyncio.Event,
+                   source_done: asyncio.Event) -> None:
+    """Move the source's blocks into the ring, in a task of its own so an outage never stops capture.
+
+    ``wake`` tells the sender there is audio (or the end); ``source_done`` is set
+    however the source stops, an error included (the loop raises that one).
+    """
+    try:
+        async for block in source:
+            ring.push(block)
+            wake.set()
+    finally:
+        source_done.set()
+        wake.set()
+
+
+@dataclass(slots=True)
+class _FailuresInARow:
+    """Counts failed attempts since the last productive connection, to back off and eventually give up."""
+
+    address: str
+    backoff: Backoff
+    ring: AudioRing
+    count: int = 0
+
+    async def fail(self, reason: str) -> None:
+        """One more failure in a row: give up, or wait before the next attempt."""
+        self.count += 1
+        if self.backoff.attempts and self.count >= self.backoff.attempts:
+            raise GaveUp(f"{self.address}: {reason} ({self.count} attempts in a row)")
+        delay = self.backoff.delay(self.count)
+        log.warning("%s: %s; retry in %.1f s, %.1f s of audio buffered", self.address, reason, delay,
+                    self.ring.seconds)
+        await asyncio.sleep(delay)
+
+    def reset(self) -> None:
+        """The server committed something: it works, so the next reconnect is immediate."""
+        self.count = 0
+
+
+async def _recover(connection: Connection, lost: str, ring: AudioRing, failures: _FailuresInARow) -> None:
+    """After a lost connection: put its unacknowledged audio back, and reconnect at once or back off.
+
+    A connection that produced a final proves the server works (reconnect now);
+    one lost before any transcript counts as a failure in a row.
+    """
+    ring.requeue(connection.unacknowledged())
+    if connection.progressed:
+        failures.reset()
+        log.warning("%s: connection lost (%s); reconnecting, %.1f s of audio buffered",
+                    failures.address, lost, ring.seconds)
+    else:
+        await failures.fail(f"connection lost before any transcript ({lost})")
 
 
 def _raise_if_failed(capturing: asyncio.Task[None]) -> None:

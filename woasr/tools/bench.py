@@ -59,11 +59,12 @@ from woasr.clients.sources import paced_blocks, to_pcm16
 from woasr.clients.tcp_client import TcpTransport
 from woasr.clients.ws_client import WsConnection, WsTransport
 from woasr.core.audio import SAMPLE_RATE
-from woasr.protocol.events import CAPACITY
-from woasr.protocol.messages import CLOSE_TRY_AGAIN_LATER
 from woasr.core.processor import OnlineASRProcessor, ProcessorSettings
 from woasr.core.records import join_words
-from woasr.tools.evaluate import ManifestRow, percentiles_ms, read_manifest
+from woasr.percentiles import percentiles_ms
+from woasr.protocol.events import CAPACITY
+from woasr.protocol.websocket import CloseCode
+from woasr.tools.manifest import ManifestRow, read_manifest
 from woasr.tools.simulate import simulate
 from woasr.tools.textnorm import ErrorCount, count_errors
 
@@ -197,7 +198,7 @@ def is_refusal(error_code: str | None = None, close_code: int | None = None, fin
     line), ``close_code`` the WebSocket close code received, ``finals`` how
     many finals had arrived before: only a session that got none was refused.
     """
-    return finals == 0 and ((error_code or "").strip() == CAPACITY or close_code == CLOSE_TRY_AGAIN_LATER)
+    return finals == 0 and ((error_code or "").strip() == CAPACITY or close_code == CloseCode.TRY_AGAIN_LATER)
 
 
 def settle(result: ClientResult, failure: str | None = None, close_code: int | None = None) -> ClientResult:

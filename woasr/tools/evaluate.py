@@ -10,18 +10,16 @@ Definitions (docs/eval.md is the long form):
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import fnmatch
 import json
 import resource
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from tqdm import tqdm
 
 from woasr.asr.faster_whisper_backend import FasterWhisperASR
@@ -31,36 +29,11 @@ from woasr.core.processor import OnlineASRProcessor, ProcessorSettings
 from woasr.core.records import Word, join_words
 from woasr.core.vac import VoiceGate
 from woasr.core.vad import VadSettings
+from woasr.percentiles import percentiles_ms
 from woasr.tools.errors import Breakdown, RecordingBackend, UpdateTrace, explain, trace_update
+from woasr.tools.manifest import ManifestRow
 from woasr.tools.simulate import PartialTracker, simulate
 from woasr.tools.textnorm import ErrorCount, count_errors
-
-
-@dataclass(frozen=True, slots=True)
-class ManifestRow:
-    path: Path
-    name: str
-    seconds: float
-    language: str
-    reference: str | None
-    """None where the manifest has no reference (streaming is then scored against offline only)."""
-
-
-def read_manifest(path: str | Path, pattern: str | None = None, limit: int | None = None) -> list[ManifestRow]:
-    """Rows of a TSV manifest (``file seconds language [reference] ...``), paths resolved.
-
-    ``pattern`` is a glob on the file column; several may be given, comma-separated.
-    A manifest without a ``reference`` column (``unref/``) gives rows without one.
-    """
-    path = Path(path)
-    with path.open(newline="", encoding="utf-8") as f:
-        rows = [
-            ManifestRow(path.parent / r["file"], r["file"], float(r["seconds"]), r["language"],
-                        r.get("reference") or None)
-            for r in csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-            if pattern is None or any(fnmatch.fnmatch(r["file"], p.strip()) for p in pattern.split(","))
-        ]
-    return rows[:limit] if limit else rows
 
 
 @dataclass(slots=True)
@@ -114,13 +87,6 @@ def run_stream(processor: OnlineASRProcessor, audio: FloatAudio, min_chunk: floa
     finally:
         processor.asr = recorder.asr
     return run
-
-
-def percentiles_ms(values: list[float], keys: tuple[str, ...] = ("p50", "p95", "max")) -> dict[str, float | None]:
-    if not values:
-        return {k: None for k in keys}
-    points = {"p50": 50, "p95": 95, "max": 100}
-    return {k: round(float(np.percentile(values, points[k])) * 1000, 1) for k in keys}
 
 
 def peak_rss_mb() -> float:
@@ -179,6 +145,59 @@ class _Totals:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class _Setup:
+    """How every clip of one evaluation is streamed; kept together so the passes and the report agree."""
+
+    asr: FasterWhisperASR
+    min_chunk: float
+    language: str | None
+    aware: bool
+    settings: ProcessorSettings
+    vac: VadSettings | None
+
+    def clip_language(self, row: ManifestRow) -> str | None:
+        """The language the clip is decoded in: None (the model detects it) for ``"auto"``, unset: the manifest's."""
+        return None if self.language == "auto" else self.language or row.language
+
+    def stream(self, row: ManifestRow, audio: FloatAudio) -> StreamRun:
+        """One simulated stream of the clip, on a fresh processor (and voice gate) so runs do not interact."""
+        gate = VoiceGate(self.vac) if self.vac is not None else None
+        processor = OnlineASRProcessor(self.asr, self.clip_language(row), self.settings)
+        return run_stream(processor, audio, self.min_chunk, self.aware, gate)
+
+    def configuration(self) -> dict[str, Any]:
+        """The report's leading keys: what was run, so reports of different runs can be compared."""
+        return {
+            "model": self.asr.choice.name,
+            "language": self.language or "manifest",
+            "min_chunk_s": self.min_chunk,
+            "computation_aware": self.aware,
+            "beam_size": self.asr.decode.beam_size,
+            "encoder_window": self.asr.decode.encoder_window,
+            "single_pass": self.asr.decode.single_pass,
+            "settings": dataclasses.asdict(self.settings),
+            "vac": dataclasses.asdict(self.vac) if self.vac is not None else None,
+        }
+
+
+@dataclass(slots=True)
+class _OfflineTranscripts:
+    """Each clip's offline words, transcribed once however many passes stream it (and the time that took)."""
+
+    backend: FasterWhisperASR
+    words: dict[str, tuple[Word, ...]] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def of(self, row: ManifestRow, audio: FloatAudio, language: str | None) -> tuple[Word, ...]:
+        """The clip's offline words; only the first pass pays (and times) the transcription."""
+        if row.name not in self.words:
+            began = time.perf_counter()
+            self.words[row.name] = self.backend.transcribe(audio, "", language).words
+            self.seconds += time.perf_counter() - began
+        return self.words[row.name]
+
+
 def evaluate(
     rows: list[ManifestRow],
     asr: FasterWhisperASR,
@@ -197,42 +216,42 @@ def evaluate(
     offline transcription only (``wer_vs_offline``, which every clip also gets).
     ``vac`` streams with voice-activity control.
     """
-    settings = settings or ProcessorSettings()
-    offline = asr.offline()  # plain faster-whisper
-    offline_words: dict[str, tuple[Word, ...]] = {}
-    offline_s = 0.0
+    setup = _Setup(asr, min_chunk, language, aware, settings or ProcessorSettings(), vac)
+    offline = _OfflineTranscripts(asr.offline())  # plain faster-whisper
     clips: list[dict[str, Any]] = []
     passes: list[_Totals] = []
     total = _Totals()
     for attempt in range(repeat):
-        totals = _Totals()
         label = f"eval min-chunk {min_chunk}" + (f" run {attempt + 1}/{repeat}" if repeat > 1 else "")
-        for row in tqdm(rows, desc=label, disable=not progress, file=sys.stderr):
-            audio = load_audio(row.path)
-            clip_language = None if language == "auto" else language or row.language
-            gate = VoiceGate(vac) if vac is not None else None
-            run = run_stream(OnlineASRProcessor(asr, clip_language, settings), audio, min_chunk, aware, gate)
-            if row.name not in offline_words:
-                began = time.perf_counter()
-                offline_words[row.name] = offline.transcribe(audio, "", clip_language).words
-                offline_s += time.perf_counter() - began
-            clip, clip_totals = _score_clip(row, run, offline_words[row.name], len(audio) / SAMPLE_RATE, settings)
-            clip["run"] = attempt
-            clips.append(clip)
-            totals.add(clip_totals)
+        pass_rows = tqdm(rows, desc=label, disable=not progress, file=sys.stderr)
+        totals, pass_clips = _evaluate_pass(setup, offline, pass_rows, attempt)
+        clips += pass_clips
         passes.append(totals)
         total.add(totals)
+    return {**setup.configuration(), **_figures(rows, passes, total, offline.seconds, repeat), "clips": clips}
+
+
+def _evaluate_pass(setup: _Setup, offline: _OfflineTranscripts, rows: Iterable[ManifestRow],
+                   attempt: int) -> tuple[_Totals, list[dict[str, Any]]]:
+    """Stream every clip once: the pass's pooled figures, and its clips' JSON entries tagged with ``attempt``."""
+    totals = _Totals()
+    clips: list[dict[str, Any]] = []
+    for row in rows:
+        audio = load_audio(row.path)
+        run = setup.stream(row, audio)
+        offline_words = offline.of(row, audio, setup.clip_language(row))
+        clip, clip_totals = _score_clip(row, run, offline_words, len(audio) / SAMPLE_RATE, setup.settings)
+        clip["run"] = attempt
+        clips.append(clip)
+        totals.add(clip_totals)
+    return totals, clips
+
+
+def _figures(rows: list[ManifestRow], passes: list[_Totals], total: _Totals, offline_s: float,
+             repeat: int) -> dict[str, Any]:
+    """The report's pooled results, after its configuration and before its clips."""
     wers = [p.wer for p in passes if p.wer is not None]
     return {
-        "model": asr.choice.name,
-        "language": language or "manifest",
-        "min_chunk_s": min_chunk,
-        "computation_aware": aware,
-        "beam_size": asr.decode.beam_size,
-        "encoder_window": asr.decode.encoder_window,
-        "single_pass": asr.decode.single_pass,
-        "settings": dataclasses.asdict(settings),
-        "vac": dataclasses.asdict(vac) if vac is not None else None,
         "n_clips": len(rows),
         "n_referenced": sum(row.reference is not None for row in rows),
         "audio_s": round(total.audio_s / repeat, 2),
@@ -245,7 +264,6 @@ def evaluate(
         "error_breakdown": total.breakdown.as_json(),
         "repeated_phrases": total.repeated,
         "error_examples": total.breakdown.examples,
-        "clips": clips,
     }
 
 
