@@ -11,9 +11,11 @@ is the lossless one.
 from __future__ import annotations
 
 import asyncio
+
 from woasr.clients.reconnect import Connection, Listener
 from woasr.protocol.events import Error, Final
 from woasr.protocol.tcp import LineDecoder
+
 
 class TcpTransport:
     """Connections to ``host:port``; every line they receive goes to ``listener``."""

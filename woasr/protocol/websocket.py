@@ -147,7 +147,7 @@ def decode_server_message(text: str) -> Event | None:
     kind = message["type"]
     if kind == "final":
         lag = message.get("lag_ms")
-        return Final(int(message["seq"]), _words(message), None if lag is None else lag / 1000)
+        return Final(int(message.get("seq", 0)), _words(message), None if lag is None else lag / 1000)
     if kind == "partial":
         return Partial(_words(message), int(message["beg_ms"]) / 1000)
     if kind == "error":
@@ -156,9 +156,8 @@ def decode_server_message(text: str) -> Event | None:
         return Ready(str(message["session_id"]), str(message["model"]), _options(message["settings"]),
                      {k: v for k, v in message["settings"].items() if k not in _OPTION_KEYS},
                      int(message["sample_rate"]))
-    simple: dict[str, Event] = {"flushed": Flushed()}
-    if kind in simple:
-        return simple[kind]
+    if kind == "flushed":
+        return Flushed()
     if kind == "speech_started":
         return SpeechStarted(int(message["time_ms"]) / 1000)
     if kind == "utterance_end":
@@ -187,9 +186,11 @@ def _words(message: Mapping[str, Any]) -> tuple[Word, ...]:
     words, position = [], 0
     for item in listed:
         found = text.find(item["text"], position)
-        start = position if found < 0 else found
-        spaced = text[position:start] + item["text"] if found >= 0 else " " + item["text"]
-        position = start + len(item["text"]) if found >= 0 else position
+        if found < 0:  # not in the text (a client-side edit?): Whisper's usual leading space
+            spaced = " " + item["text"]
+        else:
+            spaced = text[position:found] + item["text"]
+            position = found + len(item["text"])
         words.append(Word(int(item["beg_ms"]) / 1000, int(item["end_ms"]) / 1000, spaced,
                           float(item.get("probability", 1.0))))
     return tuple(words)

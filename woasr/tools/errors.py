@@ -36,8 +36,8 @@ from typing import Any
 import jiwer
 
 from woasr.core.audio import SAMPLE_RATE, FloatAudio
-from woasr.core.hypothesis import normalize_token
 from woasr.core.backend import ASRBackend
+from woasr.core.hypothesis import normalize_token
 from woasr.core.records import Transcription, Word
 from woasr.tools.textnorm import normalize_text
 

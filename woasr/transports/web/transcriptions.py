@@ -249,7 +249,7 @@ _FORM_SCHEMA: dict[str, Any] = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Form:
     """The request's form fields, validated; what the rest of the request needs from it."""
 
@@ -274,7 +274,7 @@ def _checked_language(value: str | None, asr: FasterWhisperASR) -> str | None:
                                  "unsupported_language") from exc
 
 
-def _parse_form(form: FormData, response_format: str, asr) -> _Form:
+def _parse_form(form: FormData, response_format: str, asr: FasterWhisperASR) -> _Form:
     """The form's fields, validated in a fixed order, so the first bad field is the one reported.
 
     ``response_format`` is read by the caller, so its refusal log line can name it.
@@ -310,7 +310,9 @@ async def _check_admission(service: StreamingService, body: _BodyReader) -> None
                                  headers={"Retry-After": str(RETRY_AFTER_S)})
 
 
-async def _run_model(service: StreamingService, asr, audio: np.ndarray, fields: _Form) -> tuple[Transcription, float]:
+async def _run_model(
+    service: StreamingService, asr: FasterWhisperASR, audio: np.ndarray, fields: _Form
+) -> tuple[Transcription, float]:
     """The transcription and the model's compute seconds.
 
     Runs on the engine's worker pool, so REST requests queue with live sessions
@@ -332,7 +334,7 @@ async def _run_model(service: StreamingService, asr, audio: np.ndarray, fields: 
 
 
 def _render_and_log(
-    fields: _Form, transcription: Transcription, duration: float, asr, *,
+    fields: _Form, transcription: Transcription, duration: float, asr: FasterWhisperASR, *,
     upload_s: float, decode_s: float, compute_s: float, queued_s: float,
 ) -> Response:
     """The response in the asked format, plus one log line with where the request's time went."""
