@@ -3,19 +3,73 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
+import math
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, TypeVar
 
 from woasr.asr.models import ModelUnavailableError
-from woasr.config import DEFAULT_TCP_PORT, DEFAULT_WS_PORT, default_host, env, env_bool, env_float, env_int
+from woasr.config import (DEFAULT_TCP_PORT, DEFAULT_WS_PORT, EnvValue, EnvValueError, UserInputError, default_host,
+                          env, env_bool, env_int)
 from woasr.core.guards import GuardSettings
 from woasr.core.processor import DEFAULT_MIN_CHUNK_S, ProcessorSettings
 from woasr.core.vad import VadSettings
 
+if TYPE_CHECKING:
+    from woasr.clients.display import TerminalDisplay
+    from woasr.clients.reconnect import Transport
+
 log = logging.getLogger("woasr")
+
+T = TypeVar("T")
+BACKENDS = ("faster-whisper",)
+
+
+def checked(parse: Callable[[str], T], what: str, ok: Callable[[T], bool] = lambda _: True) -> Callable[[str], T]:
+    """An option's ``type``: ``parse`` the text, then require ``ok``; a value that fails is "not ``what``".
+
+    A flag's value fails as argparse's own errors do. An environment default
+    (:class:`EnvValue`) raises :class:`EnvValueError` naming the variable: argparse
+    checks no default against ``choices``, and its message would blame the flag.
+    """
+
+    def convert(value: str) -> T:
+        try:
+            parsed = parse(value)
+            if ok(parsed):
+                return parsed
+        except ValueError:
+            pass
+        if isinstance(value, EnvValue):
+            raise EnvValueError(f"{value.variable}={str(value)!r} is not {what}")
+        raise argparse.ArgumentTypeError(f"{value!r} is not {what}")
+
+    convert.__name__ = what
+    return convert
+
+
+def _is_language(code: str) -> bool:
+    """'auto' or a code Whisper knows: faster-whisper itself checks only at the first transcription."""
+    if code in ("auto", "en"):
+        return True
+    try:
+        from faster_whisper.tokenizer import _LANGUAGE_CODES
+    except ImportError:  # the list moved: the model will say
+        return True
+    return code in _LANGUAGE_CODES
+
+
+positive_seconds = checked(float, "a number of seconds > 0", lambda v: math.isfinite(v) and v > 0)
+at_least_one = checked(int, "a whole number >= 1", lambda v: v >= 1)
+not_negative = checked(int, "a whole number >= 0", lambda v: v >= 0)
+backend_name = checked(str, f"one of: {', '.join(BACKENDS)}", lambda v: v in BACKENDS)
+language_code = checked(lambda v: v.strip().lower(), "'auto' or a language code Whisper knows (en, de, fr, zh, ...)",
+                        _is_language)
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -24,14 +78,14 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--model", default=env("STREAM_MODEL"),
                        help="tiny.en, base, a CTranslate2 folder or a hub name "
                             "(default: tiny.en for --lang en, else base)")
-    group.add_argument("--lang", default=env("STREAM_LANG", "en"),
+    group.add_argument("--lang", type=language_code, default=env("STREAM_LANG", "en"),
                        help="language code, or 'auto' to detect (env STREAM_LANG; default: en; "
                             "eval: each clip's manifest language)")
-    group.add_argument("--backend", default=env("STREAM_BACKEND", "faster-whisper"), choices=["faster-whisper"],
+    group.add_argument("--backend", type=backend_name, default=env("STREAM_BACKEND", BACKENDS[0]), choices=BACKENDS,
                        help="env STREAM_BACKEND (default: faster-whisper)")
     group.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     group.add_argument("--compute-type", default="int8", help="CTranslate2 compute type (default: int8)")
-    group.add_argument("--threads", type=int, default=0,
+    group.add_argument("--threads", type=not_negative, default=0,
                        help="CPU threads per model call (0: the cores shared out among the server's workers, "
                             "one per call on a CPU; simulate and eval use the same)")
     group.add_argument("--beam", type=int, default=5,
@@ -61,9 +115,9 @@ def add_processor_options(parser: argparse.ArgumentParser) -> None:
     """Options of the streaming policy (ProcessorSettings)."""
     defaults = ProcessorSettings()
     group = parser.add_argument_group("streaming policy")
-    group.add_argument("--min-chunk", type=float, default=env_float("STREAM_MIN_CHUNK", DEFAULT_MIN_CHUNK_S),
+    group.add_argument("--min-chunk", type=positive_seconds, default=env("STREAM_MIN_CHUNK") or DEFAULT_MIN_CHUNK_S,
                        help=f"seconds of new audio per update (env STREAM_MIN_CHUNK; default: {DEFAULT_MIN_CHUNK_S})")
-    group.add_argument("--agreement", type=int, default=defaults.agreement,
+    group.add_argument("--agreement", type=at_least_one, default=defaults.agreement,
                        help=f"LocalAgreement-n: hypotheses that must agree (default: {defaults.agreement})")
     group.add_argument("--doubtful-below", type=float, default=defaults.doubtful_below,
                        help="an agreed word less probable than this waits for one more agreeing hypothesis "
@@ -102,7 +156,10 @@ def vad_settings(args: argparse.Namespace, always: bool = False) -> VadSettings 
     """The voice-activity settings when ``--vac`` is on (or ``always``), else None."""
     if not (args.vac or always):
         return None
-    return VadSettings(threshold=args.vad_threshold, min_silence_s=args.vad_min_silence, speech_pad_s=args.vad_pad)
+    try:
+        return VadSettings(threshold=args.vad_threshold, min_silence_s=args.vad_min_silence, speech_pad_s=args.vad_pad)
+    except ValueError as exc:  # e.g. --vad-threshold outside (0, 1): the user's to fix
+        raise UserInputError(f"voice-activity options: {exc}") from exc
 
 
 def processor_settings(args: argparse.Namespace) -> ProcessorSettings:
@@ -145,10 +202,11 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from woasr.core.vac import VoiceGate
     from woasr.tools.simulate import simulate
 
-    asr = build_asr(args)
-    processor = OnlineASRProcessor(asr, asr.language, processor_settings(args))
-    audio = load_audio(args.file)
+    audio = load_audio(args.file)  # the user's input first, then the model (seconds)
     vad = vad_settings(args)
+    settings = processor_settings(args)
+    asr = build_asr(args)
+    processor = OnlineASRProcessor(asr, asr.language, settings)
     gate = VoiceGate(vad) if vad is not None else None
     for step in simulate(processor, audio, args.min_chunk, aware=not args.comp_unaware, gate=gate):
         update = step.update
@@ -172,21 +230,38 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def reading_manifest(spec: str) -> Iterator[None]:
+    """A manifest that is missing or not a manifest is the user's to fix: one line naming it, no traceback."""
+    try:
+        yield
+    except OSError as exc:
+        raise UserInputError(f"cannot read manifest {exc.filename or spec!r}: {exc.strerror or exc}") from exc
+    except (KeyError, TypeError, ValueError) as exc:  # a missing column, a field that is not a number, not UTF-8
+        raise UserInputError(f"{spec!r} is not a manifest (TSV with columns file, seconds, language[, reference]): "
+                             f"{type(exc).__name__}: {exc}") from exc
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
+    from woasr.audio_io import check_audio
     from woasr.tools.evaluate import evaluate, markdown_table, write_report
     from woasr.tools.manifest import read_manifest
 
-    rows = read_manifest(args.manifest, args.glob, args.limit)
+    with reading_manifest(args.manifest):
+        rows = read_manifest(args.manifest, args.glob, args.limit)
     if not rows:
-        log.error("no manifest rows match %r", args.glob)
-        return 2
+        raise UserInputError(f"no rows of manifest {args.manifest!r} match {args.glob!r}" if args.glob
+                             else f"manifest {args.manifest!r} lists no clips")
+    for row in rows:  # a clip that is missing or not audio fails now, not after the model and earlier clips
+        check_audio(row.path)
     languages = {row.language for row in rows}
     if args.lang is None and len(languages) == 1:
         args.lang = languages.pop()  # one language: its default model, no detection
+    vac, settings = vad_settings(args), processor_settings(args)
     asr = build_asr(args)
     report = evaluate(
-        rows, asr, args.min_chunk, language=args.lang, aware=not args.comp_unaware, settings=processor_settings(args),
-        repeat=args.repeat, vac=vad_settings(args),
+        rows, asr, args.min_chunk, language=args.lang, aware=not args.comp_unaware, settings=settings,
+        repeat=args.repeat, vac=vac,
     )
     write_report(report, args.json)
     print(markdown_table(report))
@@ -247,6 +322,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_sessions=args.max_sessions, max_chunk=args.max_chunk, latency_target=args.latency_target, vac=args.vac,
         vad=vad_settings(args, always=True),
         metrics_port=args.metrics_port, metrics_log_interval=args.metrics_log_interval,
+        rest_max_seconds=args.rest_max_seconds, max_backlog_s=args.max_backlog,
+        max_sessions_per_address=args.max_sessions_per_address,
+        allowed_origins=tuple(o for o in args.allowed_origins.split(",") if o.strip()),
     )
     log.info(
         "configuration: host=%s tcp_port=%d ws_port=%d model=%s lang=%s backend=%s min_chunk=%g beam=%d "
@@ -261,40 +339,65 @@ def cmd_serve(args: argparse.Namespace) -> int:
         config.metrics_port, config.metrics_log_interval,
     )
     try:
-        asyncio.run(serve_forever(StreamingService(lambda: build_asr(args, layout.workers, layout.threads), config)))
+        forced = asyncio.run(serve_forever(StreamingService(lambda: build_asr(args, layout.workers, layout.threads),
+                                                            config)))
     except ModelLoadFailed as exc:
         log.error("%s", exc)
         return 2
+    if forced:  # a model call may still run on a worker thread: do not wait for it
+        log.warning("stopped at once (second signal): unfinished sessions and requests were abandoned")
+        logging.shutdown()
+        os._exit(1)
     return 0
+
+
+def client_transport(args: argparse.Namespace, display: TerminalDisplay) -> Transport:
+    """TCP, or WebSocket with ``--ws``; a malformed URL is the user's to fix."""
+    if not args.ws:
+        from woasr.clients.tcp_client import TcpTransport
+
+        return TcpTransport(args.host, args.port, display)
+    from websockets.exceptions import InvalidURI
+
+    from woasr.clients.ws_client import WsTransport
+
+    try:
+        # Partials only where someone watches them: a terminal, not a pipe.
+        return WsTransport(args.ws, display, {"partials": True} if display.live else None)
+    except InvalidURI as exc:
+        raise UserInputError(f"--ws: {exc}") from exc
+
+
+def microphone(name: str | None) -> int | str | None:
+    """The input device ``--device`` names (an index or a name), checked before any connection is made."""
+    device = int(name) if name and name.isdigit() else name
+    try:
+        import sounddevice as sd
+    except OSError as exc:  # PortAudio is not installed
+        raise UserInputError(f"no microphone: {exc}") from exc
+    try:
+        sd.query_devices(device, "input")
+    except (ValueError, sd.PortAudioError) as exc:  # no such device, not an input, no input device at all
+        raise UserInputError(f"no microphone {name!r}: {exc}" if name else f"no microphone: {exc}") from exc
+    return device
 
 
 def cmd_client(args: argparse.Namespace) -> int:
     import asyncio
     import signal
 
+    from woasr.audio_io import check_audio
     from woasr.clients.display import TerminalDisplay
-    from woasr.clients.reconnect import Backoff, GaveUp, SourceFailed, Transport, stream
+    from woasr.clients.reconnect import Backoff, GaveUp, SourceFailed, stream
     from woasr.clients.ring import BYTES_PER_SECOND
     from woasr.clients.sources import file_source, mic_source
 
+    if args.file:
+        check_audio(args.file)  # a wrong path fails now, before connecting
+    device = None if args.file else microphone(args.device)
     backoff = Backoff(initial=args.backoff, cap=args.backoff_cap, attempts=args.attempts)
     display = TerminalDisplay()
-    transport: Transport
-    if args.ws:
-        from websockets.exceptions import InvalidURI
-
-        from woasr.clients.ws_client import WsTransport
-
-        try:
-            # Partials only where someone watches them: a terminal, not a pipe.
-            transport = WsTransport(args.ws, display, {"partials": True} if display.live else None)
-        except InvalidURI as exc:
-            log.error("--ws: %s", exc)
-            return 2
-    else:
-        from woasr.clients.tcp_client import TcpTransport
-
-        transport = TcpTransport(args.host, args.port, display)
+    transport = client_transport(args, display)
 
     async def run() -> int:
         stop = asyncio.Event()
@@ -303,7 +406,6 @@ def cmd_client(args: argparse.Namespace) -> int:
         if args.file:
             source = file_source(args.file, args.block, paced=not args.fast)
         else:
-            device = int(args.device) if args.device and args.device.isdigit() else args.device
             source = mic_source(stop, device, args.block)
 
         async def until_stopped():
@@ -330,15 +432,42 @@ def cmd_client(args: argparse.Namespace) -> int:
         display.clear()
 
 
+def stream_counts(text: str) -> list[int]:
+    """``--streams 1,2,4``: whole numbers >= 1, checked before any clip is read or server started."""
+    try:
+        counts = [int(part) for part in text.split(",")]
+    except ValueError:
+        counts = []
+    if not counts or min(counts) < 1:
+        raise UserInputError(f"--streams takes comma-separated whole numbers >= 1 (e.g. 1,2,4), got {text!r}")
+    return counts
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
-    from woasr.tools.bench import bench, clip_set, default_sets, markdown_table, plot, with_baselines
+    from woasr.tools.bench import (bench, clip_set, default_sets, markdown_table, plot, plot_soak, soak, soak_markdown,
+                                   with_baselines)
     from woasr.tools.evaluate import write_report
 
+    counts = stream_counts(args.streams)
+    if not (math.isfinite(args.seconds) and args.seconds > 0):
+        raise UserInputError(f"--seconds takes a number of seconds > 0, got {args.seconds:g}")
     specs = args.playlist or ([f"{args.manifest}:{args.glob}"] if args.manifest else default_sets())
-    sets = [clip_set(spec) for spec in specs]
-    counts = [int(n) for n in args.streams.split(",")]
+    sets = []
+    for spec in specs:
+        with reading_manifest(spec):
+            sets.append(clip_set(spec))
     if args.plot:
         import matplotlib  # noqa: F401 -- missing: fail now, not after the whole bench
+    if args.soak is not None:  # looping sessions for a wall time, the largest count of streams; no WER, no baselines
+        if args.soak <= 0:
+            raise SystemExit("--soak takes a positive number of seconds")
+        report = soak(sets, max(counts), args.seconds, args.soak, args.url, args.serve_args.split(),
+                      transport=args.transport, partials=args.partials)
+        write_report(report, args.json)
+        if args.plot:
+            plot_soak(report, args.plot)
+        print(soak_markdown(report))
+        return 0
     baselines = None
     if args.baselines:
         # The server's own streaming options (model, chunk, policy), for the offline and alone transcripts.
@@ -388,12 +517,12 @@ def _add_eval_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     ev = sub.add_parser("eval", help="streaming vs offline WER, latency and cost over a manifest")
     ev.add_argument("--manifest", required=True, help="TSV: file seconds language reference ...")
     ev.add_argument("--glob", default=None, help="only rows whose file matches, e.g. 'en/*' or 'en/*,long/*'")
-    ev.add_argument("--limit", type=int, default=None)
+    ev.add_argument("--limit", type=at_least_one, default=None)
     add_model_options(ev)
     ev.set_defaults(lang=None)  # no --lang: each clip's manifest language
     add_processor_options(ev)
     ev.add_argument("--comp-unaware", action="store_true")
-    ev.add_argument("--repeat", type=int, default=1,
+    ev.add_argument("--repeat", type=at_least_one, default=1,
                     help="stream every clip this many times (the computation-aware clock moves update "
                          "boundaries between runs); the report gives each run's WER and the spread")
     ev.add_argument("--errors", action="store_true",
@@ -429,6 +558,12 @@ def _add_listen_args(serve: argparse.ArgumentParser) -> None:
     serve.add_argument("--ws-ping-interval", type=float, default=20.0,
                        help="seconds between WebSocket pings; a peer that does not answer within as long is "
                             "disconnected (default: 20)")
+    serve.add_argument("--allowed-origins", default=env("STREAM_ALLOWED_ORIGINS", "") or "",
+                       help="comma-separated web origins (https://app.example) whose pages may open WebSocket "
+                            "sessions, besides the server's own page; '*' = any (env STREAM_ALLOWED_ORIGINS; "
+                            "default: none). Clients that send no Origin header are not affected")
+    serve.add_argument("--max-sessions-per-address", type=int, default=0,
+                       help="concurrent sessions one client address may hold (default: 0 = no limit)")
 
 
 def _add_session_lifetime_args(serve: argparse.ArgumentParser) -> None:
@@ -437,8 +572,13 @@ def _add_session_lifetime_args(serve: argparse.ArgumentParser) -> None:
                        help="on SIGINT/SIGTERM, seconds open sessions get to finish and send their last "
                             "finals (default: 10; a second signal stops at once)")
     serve.add_argument("--idle-timeout", type=float, default=60.0,
-                       help="close a TCP connection silent for this many seconds (default: 60; "
-                            "WebSocket connections are kept alive by pings)")
+                       help="finish a session (TCP or WebSocket) once its audio falls this many seconds behind "
+                            "the time spent waiting for it: bytes, commands or pings without audio do not "
+                            "keep it open (default: 60; 0 = never)")
+    serve.add_argument("--max-backlog", type=float, default=5.0,
+                       help="seconds of received audio a session may hold unprocessed; past it the server stops "
+                            "reading that connection until it catches up, so a fast sender is slowed by its own "
+                            "flow control and nothing is dropped (default: 5; 0 = unbounded)")
 
 
 def _add_capacity_args(serve: argparse.ArgumentParser) -> None:
@@ -456,6 +596,10 @@ def _add_capacity_args(serve: argparse.ArgumentParser) -> None:
     serve.add_argument("--latency-target", type=float, default=2.0,
                        help="admission: refuse a new session while the 95th percentile of recently committed "
                             "words' latency is above this many seconds (default: 2.0; 0 = off)")
+    serve.add_argument("--rest-max-seconds", type=float, default=1800.0,
+                       help="POST /v1/audio/transcriptions: refuse (413) a file whose audio is longer than "
+                            "this many seconds, found while decoding, never past it (default: 1800 = 30 min; "
+                            "0 = no cap)")
 
 
 def _add_metrics_args(serve: argparse.ArgumentParser) -> None:
@@ -492,7 +636,7 @@ def _add_client_source_args(client: argparse.ArgumentParser) -> None:
     client.add_argument("--file", default=None, help="stream this file instead of the microphone")
     client.add_argument("--fast", action="store_true", help="send the file as fast as possible, not in real time")
     client.add_argument("--device", default=None, help="input device index or name (see `python -m sounddevice`)")
-    client.add_argument("--block", type=float, default=0.1, help="seconds per block sent (default: 0.1)")
+    client.add_argument("--block", type=positive_seconds, default=0.1, help="seconds per block sent (default: 0.1)")
 
 
 def _add_client_reconnect_args(client: argparse.ArgumentParser) -> None:
@@ -517,7 +661,15 @@ def _add_bench_command(sub: argparse._SubParsersAction[argparse.ArgumentParser])
 def _add_bench_workload_args(be: argparse.ArgumentParser) -> None:
     """What the bench streams: how many streams, which clips, how much audio, scored against what."""
     be.add_argument("--streams", default="1,2,4,6,8,10",
-                    help="comma-separated stream counts (default: 1,2,4,6,8,10)")
+                    help="comma-separated stream counts (default: 1,2,4,6,8,10; with --soak only the largest "
+                         "counts)")
+    be.add_argument("--soak", type=float, default=None, metavar="SECONDS",
+                    help="soak instead of the stream-count runs: the largest --streams count of streams for "
+                         "SECONDS of wall time, each looping its --seconds playlist as back-to-back sessions (a new "
+                         "connection each), the started server's RSS sampled every 1-5 s; reports the RSS slope "
+                         "after a warm-up (10%%, 60 s or the longest playlist, the longest, at most half), sessions "
+                         "completed, refused and failed, and committed latency. No WER, so no baselines; with --url "
+                         "the RSS is unknown (null)")
     be.add_argument("--manifest", default=None,
                     help="one clip set: a manifest (with --glob); default: the mixed --playlist")
     be.add_argument("--glob", default="en/*", help="clips of --manifest to stream (default: en/*)")
@@ -525,7 +677,8 @@ def _add_bench_workload_args(be: argparse.ArgumentParser) -> None:
                     help="a clip set to mix into every stream, clips taken from the sets in turn (repeat it); "
                          "a manifest without references is scored against offline. Default: set A "
                          "(manifest.tsv:en/*,long/*), conv/ and unref/ of ../shared/audio")
-    be.add_argument("--seconds", type=float, default=60.0, help="audio per stream (default: 60)")
+    be.add_argument("--seconds", type=float, default=60.0,
+                    help="audio per stream (with --soak: per session, looped) (default: 60)")
     be.add_argument("--baselines", action=argparse.BooleanOptionalAction, default=True,
                     help="transcribe every stream's audio offline and as one stream alone before the runs, "
                          "to score streams without references and the WER load costs (default: on)")
@@ -547,7 +700,8 @@ def _add_bench_output_args(be: argparse.ArgumentParser) -> None:
     """Where the bench writes its report and plot (the table always goes to stdout)."""
     be.add_argument("--json", default=None, metavar="OUT", help="write the JSON report here")
     be.add_argument("--plot", default=None, metavar="OUT.png",
-                    help="write a PNG of committed (and partial) latency against the stream count here")
+                    help="write a PNG of committed (and partial) latency against the stream count here "
+                         "(with --soak: of the server's RSS over time)")
 
 
 def _add_capture_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -557,7 +711,17 @@ def _add_capture_command(sub: argparse._SubParsersAction[argparse.ArgumentParser
     cap = sub.add_parser("capture", help="write each detected speech segment of the microphone, a file or stdin "
                                          "as a WAV, with a JSONL index (seed: streaming_audio_save.py)")
     capture.add_arguments(cap)
-    cap.set_defaults(func=capture.run)
+    cap.set_defaults(func=cmd_capture)
+
+
+def cmd_capture(args: argparse.Namespace) -> int:
+    """``capture.run``, after checking ``--file``: a wrong path fails before the output folder is made."""
+    from woasr.audio_io import check_audio
+    from woasr.tools import capture
+
+    if args.file:
+        check_audio(args.file)
+    return capture.run(args)
 
 
 def _add_models_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -568,20 +732,36 @@ def _add_models_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     mo.set_defaults(func=cmd_models)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def configure_logging(verbose: bool) -> None:
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    if not args.verbose:
+    if not verbose:
         logging.getLogger("faster_whisper").setLevel(logging.WARNING)
+
+
+def refuse(command: str | None, exc: Exception) -> int:
+    """One line saying what input was wrong, and the exit code: the user's mistake earns no traceback."""
+    logging.getLogger(f"woasr.{command}" if command else "woasr").error("%s", exc)  # "woasr.simulate: ..."
+    return getattr(exc, "exit_code", 2)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command. Input the user must fix (a flag, an environment value, a file, a model)
+    ends it with one line and exit code 2; argparse answers malformed flags itself."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except UserInputError as exc:  # an environment value an option refuses, found while parsing
+        configure_logging(verbose=False)
+        return refuse(next((a for a in argv if not a.startswith("-")), None), exc)
+    configure_logging(args.verbose)
     try:
         return args.func(args)
-    except ModelUnavailableError as exc:
-        log.error("%s", exc)
-        return 2
+    except (UserInputError, ModelUnavailableError) as exc:
+        return refuse(args.command, exc)
 
 
 if __name__ == "__main__":
