@@ -87,6 +87,59 @@ async def test_a_cancelled_waiter_gives_its_turn_away():
     engine.close()
 
 
+def file_job(asr: SlowASR, tag: str):
+    """A whole-file job as the REST endpoint hands it to ``engine.run``: one blocking model call."""
+    return lambda: asr.transcribe(np.zeros(1600, np.float32), "", tag)
+
+
+async def test_waiting_streaming_calls_go_before_waiting_file_jobs():
+    """Live streams first: a file job queued earlier (with older audio, even) waits for every
+    streaming call queued after it; the file job already running is not interrupted."""
+    asr = SlowASR(delay=0.01)
+    engine = LocalEngine(lambda: asr, workers=1)
+    gate = threading.Event()  # the running file holds the one worker until everything else is queued
+
+    def running_file():
+        gate.wait(10)
+        return file_job(asr, "file-running")()
+
+    running = asyncio.create_task(engine.run(running_file))
+    await asyncio.sleep(0.01)
+    file_waiting = asyncio.create_task(engine.run(file_job(asr, "file-waiting"), since=0.0))
+    await asyncio.sleep(0.01)
+    live = [asyncio.create_task(engine.transcribe(request(tag), since=since))
+            for tag, since in (("live-newer", 2.0), ("live-older", 1.0))]
+    await asyncio.sleep(0.01)
+    assert engine.queued == 3 and asr.calls == []
+    gate.set()
+    await asyncio.gather(running, file_waiting, *live)
+    assert asr.calls == ["file-running", "live-older", "live-newer", "file-waiting"]
+    assert asr.max_total == 1
+    engine.close()
+
+
+async def test_file_jobs_count_for_admission_while_in_flight():
+    """The REST endpoint holds ``admission.job()`` from admission to answer: while it does, the
+    job takes a place like a session, so sessions (and other files) are refused at capacity."""
+    engine = LocalEngine(lambda: SlowASR(), workers=1)
+    engine.admission.max_sessions = 2
+    assert engine.admission.refusal(active=1) is None
+    with engine.admission.job():
+        assert engine.admission.jobs == 1
+        assert "limit of 2" in engine.admission.refusal(active=1)  # one session + one file: full
+        assert "file transcriptions" in engine.admission.refusal(active=1)
+        assert engine.admission.refusal(active=0) is None
+        with engine.admission.job():
+            assert engine.admission.refusal(active=0) is not None  # two files: no room for a stream
+    assert engine.admission.jobs == 0 and engine.admission.refusal(active=1) is None  # released
+    measured = engine.admission
+    measured.max_sessions, measured.compute_per_update, measured.max_chunk = 0, 0.5, 2.0
+    assert measured.refusal(active=3) is None  # 4 x 0.5 s of audio per update: fits
+    with measured.job():
+        assert "1 of them file transcriptions" in measured.refusal(active=3)  # 5 x 0.5 s: refused
+    engine.close()
+
+
 SCRIPT = words_at(" ".join(f"w{i}" for i in range(200)), step=0.3)
 
 

@@ -7,7 +7,9 @@ sending the multipart form an OpenAI client sends.
 from __future__ import annotations
 
 import io
+import json
 import re
+import socket
 import types
 
 import httpx
@@ -16,6 +18,7 @@ import pytest
 import soundfile as sf
 import soxr
 from starlette.testclient import TestClient
+from websockets.sync.client import connect
 
 from woasr.audio_io import load_audio
 from woasr.tools.textnorm import count_errors
@@ -249,6 +252,97 @@ def test_file_over_25_mb(server) -> None:
     streamed = httpx.post(f"{server.http_url}{ENDPOINT}", content=chunks(),
                           headers={"content-type": "multipart/form-data; boundary=b"}, timeout=60)
     assert_openai_error(streamed, 413, "file", "file_too_large")
+
+
+# -- limits: the audio cap, and REST jobs in admission ---------------------------------
+
+CAP_S = 5
+
+
+@pytest.fixture(scope="module")
+def limited():
+    """A server with a 5 s audio cap per request and room for one session (or one REST job)."""
+    with ServerProcess(["--tcp-port", "0", "--ws-port", str(free_port()), "--rest-max-seconds", str(CAP_S),
+                        "--max-sessions", "1"]) as proc:
+        yield proc
+        assert proc.alive(), proc.text
+
+
+def encoded(audio: np.ndarray, format: str = "WAV", subtype: str = "PCM_16") -> bytes:
+    """16 kHz audio as a file of ``format``."""
+    buffer = io.BytesIO()
+    sf.write(buffer, audio, 16_000, format=format, subtype=subtype)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(("name", "format", "subtype"), [("clip.wav", "WAV", "PCM_16"), ("clip.ogg", "OGG", "OPUS")])
+def test_audio_over_the_cap_is_413(limited, jfk, name, format, subtype) -> None:
+    """11 s of speech against a 5 s cap: refused in OpenAI's error shape, the cap named."""
+    response = transcribe(limited, encoded(load_audio(jfk.path), format, subtype), filename=name)
+    error = assert_openai_error(response, 413, "file", "audio_too_long")
+    assert f"limit of {CAP_S} s" in error["message"] and name in error["message"]
+    assert "refused: 413 audio_too_long" in limited.text
+
+
+def test_decoding_stops_at_the_cap_whatever_the_header_says(monkeypatch) -> None:
+    """Ten minutes of audio, a 30 s cap: a header stating the length refuses before decoding; without
+    one (or a lying one) decoding stops just past the cap, so memory is bounded by the cap, not the file."""
+    from woasr.transports.web import transcriptions
+
+    data = encoded(np.zeros(600 * 16_000, np.float32), "FLAC")  # silence compresses: a small file
+
+    def decode(cap: float) -> np.ndarray:
+        return transcriptions._decode(types.SimpleNamespace(file=io.BytesIO(data), filename="long.flac"), cap)
+
+    with pytest.raises(transcriptions._AudioTooLong) as declared:
+        decode(30)
+    assert declared.value.declared and declared.value.seconds == pytest.approx(600)
+    monkeypatch.setattr(transcriptions, "HEADER_SLACK", float("inf"))  # as if the header said nothing
+    with pytest.raises(transcriptions._AudioTooLong) as decoded:
+        decode(30)
+    assert not decoded.value.declared
+    assert 30 < decoded.value.seconds <= 30 + transcriptions.DECODE_GROUP_SAMPLES / 16_000
+    assert len(decode(0)) == 600 * 16_000  # 0: no cap
+
+
+def read_head(sock: socket.socket) -> bytes:
+    """One HTTP response head (status line and headers), read byte by byte up to its blank line."""
+    head = b""
+    while not head.endswith(b"\r\n\r\n"):
+        byte = sock.recv(1)
+        assert byte, head
+        head += byte
+    return head
+
+
+def test_a_rest_job_in_flight_takes_a_session_place(limited, jfk) -> None:
+    """--max-sessions 1: from the moment an upload is admitted until it is answered, a WebSocket
+    session is refused (a file takes the workers as a session does); after the answer there is room.
+
+    ``Expect: 100-continue`` makes it deterministic: the server asks for the body only once it has
+    admitted the request (and counted it), and the test sends the body only after the refusal."""
+    boundary = "woasr-test"
+    body = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="four.wav"\r\n'
+            "Content-Type: audio/wav\r\n\r\n").encode()
+    body += encoded(load_audio(jfk.path)[: 4 * 16_000])  # under the cap
+    body += f'\r\n--{boundary}\r\nContent-Disposition: form-data; name="response_format"\r\n\r\ntext' \
+            f"\r\n--{boundary}--\r\n".encode()
+    head = (f"POST {ENDPOINT} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nExpect: 100-continue\r\n"
+            f"Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {len(body)}\r\n\r\n")
+    with socket.create_connection(("127.0.0.1", limited.ws_port), timeout=60) as http:
+        http.sendall(head.encode())
+        assert read_head(http).startswith(b"HTTP/1.1 100 ")  # admitted: the job holds the one place
+        with connect(limited.ws_url, open_timeout=30) as refused:
+            message = json.loads(refused.recv(timeout=30))
+        assert message["type"] == "error" and message["code"] == "capacity", message
+        assert "file transcriptions" in message["message"]
+        http.sendall(body)
+        status = read_head(http)
+        text = b"".join(iter(lambda: http.recv(65536), b"")).decode()
+    assert status.startswith(b"HTTP/1.1 200 "), status + text.encode()
+    assert "fellow americans" in text.lower()
+    with connect(limited.ws_url, open_timeout=30) as admitted:  # the answer freed the place
+        assert json.loads(admitted.recv(timeout=30))["type"] == "ready"
 
 
 def test_not_ready_is_503_with_retry_after() -> None:

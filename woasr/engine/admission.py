@@ -8,6 +8,11 @@ session is admitted while that estimate, with it counted, stays within
 calls). Until anything is measured, sessions are admitted. ``max_sessions``
 is a hard limit on top (0: none).
 
+Whole-file jobs (the REST endpoint's transcriptions) take the same workers,
+so while one is admitted and not finished it counts like a session
+(:meth:`Admission.job`): two uploads at capacity would otherwise stall every
+live stream.
+
 The compute average misses what users feel: updates that wait behind others,
 long buffers, bursts. So the latency the admitted sessions actually get is
 watched too: while the 95th percentile of recently committed words' latency
@@ -19,8 +24,9 @@ forgotten, and the lighter load is measured afresh.
 
 from __future__ import annotations
 
+import contextlib
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from woasr.percentiles import percentiles
@@ -47,6 +53,22 @@ class Admission:
     latency_target: float = 2.0
     """Committed-word latency p95 (seconds) the admitted sessions must keep; 0: not watched."""
     recent_latencies: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
+    jobs: int = 0
+    """Whole-file jobs admitted and not finished (waiting for the upload, a worker, or running)."""
+
+    @contextlib.contextmanager
+    def job(self) -> Iterator[None]:
+        """Count a whole-file job as load while it is in flight (from its admission to its answer).
+
+        Entered right after :meth:`refusal` admitted it, with no await between, so
+        two requests arriving together cannot both take the last place.
+        """
+        self.jobs += 1
+        try:
+            yield
+        finally:
+            self.jobs -= 1
+            self.load_fell()
 
     def observe_committed(self, latencies: Iterable[float]) -> None:
         """Words were committed this long (seconds) after they were spoken."""
@@ -87,15 +109,23 @@ class Admission:
         return limit
 
     def refusal(self, active: int) -> str | None:
-        """Why one more session beside ``active`` ones is refused, or None to admit it."""
-        if self.max_sessions and active >= self.max_sessions:
-            return f"the server is at its limit of {self.max_sessions} concurrent sessions"
-        p95 = self.latency_p95 if active and self.latency_target > 0 else None
+        """Why one more session (or whole-file job) beside ``active`` sessions is refused, or None.
+
+        The whole-file jobs in flight (:attr:`jobs`) count like sessions: they use the same workers.
+        """
+        load = active + self.jobs
+        if self.max_sessions and load >= self.max_sessions:
+            return f"the server is at its limit of {self.max_sessions} concurrent sessions{self._jobs_note()}"
+        p95 = self.latency_p95 if load and self.latency_target > 0 else None
         if p95 is not None and p95 > self.latency_target:
-            return (f"the server is at capacity: the {active} sessions it serves get their words "
-                    f"{p95:.1f} s after speech (p95; target {self.latency_target:g} s)")
-        expected = self.expected_chunk(active + 1)
-        if active and expected is not None and expected > self.max_chunk:
-            return (f"the server is at capacity: {active} sessions, each update would wait for "
-                    f"{expected:.1f} s of audio (limit {self.max_chunk:g} s)")
+            return (f"the server is at capacity: the {load} sessions it serves{self._jobs_note()} get their "
+                    f"words {p95:.1f} s after speech (p95; target {self.latency_target:g} s)")
+        expected = self.expected_chunk(load + 1)
+        if load and expected is not None and expected > self.max_chunk:
+            return (f"the server is at capacity: {load} sessions{self._jobs_note()}, each update would wait "
+                    f"for {expected:.1f} s of audio (limit {self.max_chunk:g} s)")
         return None
+
+    def _jobs_note(self) -> str:
+        """How many of the counted sessions are whole-file jobs (empty when none)."""
+        return f" ({self.jobs} of them file transcriptions)" if self.jobs else ""

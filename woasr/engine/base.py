@@ -30,7 +30,9 @@ class InferenceEngine(Protocol):
     """Runs model calls for many sessions on shared model capacity."""
 
     admission: Admission
-    """Decides whether one more session fits; fed the engine's call times and the sessions' latencies."""
+    """Decides whether one more session fits; fed the engine's call times and the sessions' latencies.
+    Whole-file jobs count as load while ``admission.job()`` is held (the REST endpoint holds it from
+    admission to answer), whichever engine runs them."""
 
     async def transcribe(self, request: TranscriptionRequest, *, since: float | None = None) -> InferenceResult:
         """One streaming model call. ``since``: when the oldest audio of the request arrived
@@ -38,8 +40,9 @@ class InferenceEngine(Protocol):
         ...
 
     async def run(self, job: Callable[[], T], *, since: float | None = None) -> T:
-        """A blocking job on the model's capacity, queued with the streaming calls (a whole-file
-        transcription). A remote engine runs only the jobs it knows how to send."""
+        """A blocking whole-file job (a REST transcription) on the model's capacity, at lower
+        priority than streaming: while any :meth:`transcribe` call waits, it waits too (a running
+        job is not interrupted). A remote engine runs only the jobs it knows how to send."""
         ...
 
     def close(self) -> None:

@@ -14,6 +14,10 @@ The file is decoded by PyAV (wav, flac, mp3, ogg/opus, webm, m4a, ...) off the
 event loop and transcribed offline (the full 30 s encoder window, no streaming
 tricks) on the engine's worker pool, the one streaming sessions use, so REST
 requests queue with live sessions rather than compete with them for cores.
+Live sessions keep priority there: a waiting streaming update goes before a
+waiting file. A 25 MB Opus file holds hours of speech, so the decoded audio is
+capped (``--rest-max-seconds``, 413 past it) and decoding stops at the cap;
+from admission to answer a request counts like a session for admission.
 
 Errors use OpenAI's shape, ``{"error": {"message", "type", "param", "code"}}``.
 """
@@ -21,16 +25,18 @@ Errors use OpenAI's shape, ``{"error": {"message", "type", "param", "code"}}``.
 from __future__ import annotations
 
 import asyncio
+import gc
+import itertools
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import av
 import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from faster_whisper import decode_audio
 from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
@@ -54,6 +60,11 @@ DRAIN_BYTES = 64 * 1024 * 1024
 """How much of a refused body is still read (and dropped) before answering: a client that
 writes its whole body before reading may otherwise see a broken pipe instead of the answer."""
 RETRY_AFTER_S = 1
+HEADER_SLACK = 1.1
+"""A container's declared duration may overstate (an MP3's is estimated from its first frames): it
+refuses a file before decoding only when over the cap by more than this factor; decoding decides the rest."""
+DECODE_GROUP_SAMPLES = 160_000
+"""Source samples resampled at once (3.3 s at 48 kHz): decoding stops at most this far past the cap."""
 
 
 class TranscriptionError(Exception):
@@ -198,15 +209,91 @@ def _upload(form: FormData) -> UploadFile:
     return file
 
 
-def _decode(upload: UploadFile) -> np.ndarray:
-    """The upload as 16 kHz mono float32 (blocking: PyAV decodes and resamples)."""
+class _AudioTooLong(Exception):
+    """The upload holds more audio than the cap: its container says so, or decoding got past it."""
+
+    def __init__(self, seconds: float, declared: bool) -> None:
+        super().__init__(seconds)
+        self.seconds = seconds
+        self.declared = declared
+
+
+def _declared_seconds(container: av.container.InputContainer, stream: av.AudioStream) -> float | None:
+    """The duration the container's header states (it may be wrong), or None when it states none."""
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return container.duration / av.time_base
+    return None
+
+
+def _frame_groups(container: av.container.InputContainer, stream: av.AudioStream) -> Iterator[av.AudioFrame]:
+    """The stream's frames, joined into groups of about ``DECODE_GROUP_SAMPLES`` (resampling
+    frame by frame is slow); decoding ends at corrupt data, as faster-whisper's ``decode_audio``."""
+    fifo = av.AudioFifo()
+    frames = container.decode(stream)
+    while True:
+        try:
+            frame = next(frames)
+        except (StopIteration, av.error.InvalidDataError):
+            break
+        frame.pts = None  # the FIFO checks timestamps; a file's may jump
+        fifo.write(frame)
+        if fifo.samples >= DECODE_GROUP_SAMPLES:
+            yield fifo.read()
+    if fifo.samples:
+        yield fifo.read()
+
+
+def _decode(upload: UploadFile, max_seconds: float) -> np.ndarray:
+    """The upload as 16 kHz mono float32, refused once it holds more than ``max_seconds`` (0: no cap).
+
+    Blocking (PyAV decodes and resamples). A file whose header declares far more
+    than the cap is refused before decoding; any other one stops decoding as soon
+    as its samples pass the cap (headers lie), so memory stays within the cap
+    (int16 while decoding, then float32), however long the file.
+    """
+    limit = round(max_seconds * SAMPLE_RATE) if max_seconds > 0 else None
     upload.file.seek(0)
-    return decode_audio(upload.file, sampling_rate=SAMPLE_RATE)
-
-
-async def _decode_upload(upload: UploadFile) -> np.ndarray:
+    resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
+    chunks: list[np.ndarray] = []
+    samples = 0
     try:
-        audio = await asyncio.to_thread(_decode, upload)
+        with av.open(upload.file, mode="r", metadata_errors="ignore") as container:
+            stream = container.streams.audio[0]  # IndexError (no audio stream): an undecodable file
+            declared = _declared_seconds(container, stream)
+            if limit is not None and declared is not None and declared > max_seconds * HEADER_SLACK:
+                raise _AudioTooLong(declared, declared=True)
+            for group in itertools.chain(_frame_groups(container, stream), [None]):  # None flushes
+                for frame in resampler.resample(group):
+                    chunk = frame.to_ndarray().reshape(-1)
+                    samples += len(chunk)
+                    if limit is not None and samples > limit:
+                        raise _AudioTooLong(samples / SAMPLE_RATE, declared=False)
+                    chunks.append(chunk)
+    finally:
+        del resampler
+        gc.collect()  # as faster-whisper does: some resampler objects are only freed by a collection
+    if not chunks:
+        return np.zeros(0, np.float32)
+    return np.concatenate(chunks).astype(np.float32) / 32768.0
+
+
+def _too_long(error: _AudioTooLong, max_seconds: float, filename: str | None) -> TranscriptionError:
+    name = filename or "the file"
+    found = (f"its header declares {error.seconds:.1f} s" if error.declared
+             else f"decoding passed the limit at {error.seconds:.1f} s")
+    return TranscriptionError(
+        413, f"{name} holds more audio than this server's limit of {max_seconds:g} s per request "
+        f"({found}); split it or send a shorter file", "file", "audio_too_long",
+    )
+
+
+async def _decode_upload(upload: UploadFile, max_seconds: float) -> np.ndarray:
+    try:
+        audio = await asyncio.to_thread(_decode, upload, max_seconds)
+    except _AudioTooLong as exc:
+        raise _too_long(exc, max_seconds, upload.filename) from None
     except Exception as exc:  # noqa: BLE001 - PyAV raises many kinds for bad input
         raise TranscriptionError(
             400, f"could not decode {upload.filename or 'the file'} as audio ({type(exc).__name__}); "
@@ -230,8 +317,9 @@ _FORM_SCHEMA: dict[str, Any] = {
     "required": ["file"],
     "properties": {
         "file": {"type": "string", "format": "binary",
-                 "description": f"The audio file, at most {MAX_FILE_BYTES // (1024 * 1024)} MB, "
-                                "in any format FFmpeg decodes (wav, flac, mp3, ogg, webm, m4a, ...)."},
+                 "description": f"The audio file, at most {MAX_FILE_BYTES // (1024 * 1024)} MB and the "
+                                "server's --rest-max-seconds of audio (default 30 min), in any format "
+                                "FFmpeg decodes (wav, flac, mp3, ogg, webm, m4a, ...)."},
         "model": {"type": "string", "description": "Accepted for compatibility and ignored: "
                                                    "the server's loaded model is always used."},
         "language": {"type": "string", "description": "ISO-639-1 code of the speech; must be one the "
@@ -297,7 +385,8 @@ async def _check_admission(service: StreamingService, body: _BodyReader) -> None
     """Refuse with 503 and Retry-After while the model loads or the server is draining or full.
 
     Checked before the form is parsed, so a server that cannot serve stores no upload;
-    the body is still drained so the client reads the answer, not a broken pipe.
+    the body is still drained so the client reads the answer, not a broken pipe. Admitting
+    awaits nothing, so the caller counts the job (``admission.job()``) before anyone else is checked.
     """
     if not service.ready:
         await body.drain()
@@ -350,6 +439,32 @@ def _render_and_log(
     return _response(fields.response_format, rendered)
 
 
+@dataclass(slots=True)
+class _Progress:
+    """What a request has read so far: for its refusal log line, and to close its upload."""
+
+    response_format: str = "?"
+    form: FormData | None = None
+
+
+async def _transcribe(
+    service: StreamingService, request: Request, body: _BodyReader, progress: _Progress, began: float
+) -> Response:
+    """An admitted request: read the form, decode within the cap, run the model, render."""
+    asr = service.asr
+    assert asr is not None
+    progress.form = await _read_form(request, body)
+    progress.response_format = _text_field(progress.form, "response_format") or "json"
+    fields = _parse_form(progress.form, progress.response_format, asr)
+    received = time.perf_counter()
+    audio = await _decode_upload(fields.upload, service.config.rest_max_seconds)
+    decoded = time.perf_counter()
+    transcription, compute_s = await _run_model(service, asr, audio, fields)
+    queued_s = time.perf_counter() - decoded - compute_s
+    return _render_and_log(fields, transcription, len(audio) / SAMPLE_RATE, asr, upload_s=received - began,
+                           decode_s=decoded - received, compute_s=compute_s, queued_s=queued_s)
+
+
 def transcription_router(service: StreamingService) -> APIRouter:
     """The REST transcription endpoint over ``service``'s model and engine."""
     router = APIRouter()
@@ -360,7 +475,8 @@ def transcription_router(service: StreamingService) -> APIRouter:
         openapi_extra={"requestBody": {"required": True,
                                        "content": {"multipart/form-data": {"schema": _FORM_SCHEMA}}}},
         responses={400: {"description": "Invalid request (OpenAI error object)"},
-                   413: {"description": "File over 25 MB"},
+                   413: {"description": "File over 25 MB, or audio longer than the server's cap "
+                                        "(--rest-max-seconds)"},
                    503: {"description": "Model still loading; see Retry-After"}},
     )
     async def create_transcription(request: Request) -> Response:
@@ -373,29 +489,20 @@ def transcription_router(service: StreamingService) -> APIRouter:
         ``timestamp_granularities[]`` (``word``, ``segment``; for ``verbose_json``).
         """
         began = time.perf_counter()
-        response_format = "?"
-        form: FormData | None = None
+        progress = _Progress()
         body = _BodyReader(request.receive, MAX_FILE_BYTES + FORM_OVERHEAD_BYTES)
         try:
             await _check_admission(service, body)
-            asr = service.asr
-            assert asr is not None
-            form = await _read_form(request, body)
-            response_format = _text_field(form, "response_format") or "json"
-            fields = _parse_form(form, response_format, asr)
-            received = time.perf_counter()
-            audio = await _decode_upload(fields.upload)
-            decoded = time.perf_counter()
-            transcription, compute_s = await _run_model(service, asr, audio, fields)
-            queued_s = time.perf_counter() - decoded - compute_s
-            return _render_and_log(fields, transcription, len(audio) / SAMPLE_RATE, asr, upload_s=received - began,
-                                   decode_s=decoded - received, compute_s=compute_s, queued_s=queued_s)
+            # Counted like a session from admission to answer (upload, decode, queue, model):
+            # streaming sessions and other uploads are refused at capacity while it lasts.
+            with service.engine.admission.job():
+                return await _transcribe(service, request, body, progress, began)
         except TranscriptionError as error:
-            log.info("transcription %s refused: %d %s (param %s): %s", response_format, error.status,
+            log.info("transcription %s refused: %d %s (param %s): %s", progress.response_format, error.status,
                      error.code, error.param, error.message)
             return error.response()
         finally:
-            if form is not None:
-                await form.close()
+            if progress.form is not None:
+                await progress.form.close()
 
     return router
