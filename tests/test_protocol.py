@@ -87,10 +87,28 @@ def test_close_codes_come_from_websockets():
 
 
 def test_a_message_over_the_limit_ends_the_input_with_an_error():
-    assert websocket.size_limit(b"\0" * 10, 10) is None
-    ended = websocket.size_limit(b"\0" * 11, 10)
+    assert websocket.decode_audio_message(b"\0" * 10, 10) == (b"\0" * 10,)
+    (ended,) = websocket.decode_audio_message(b"\0" * 12, 10)
     assert ended.ending is Ending.INPUT_TOO_LARGE and ended.error.code == "frame_too_large"
-    assert "11" in ended.reason and "10" in ended.reason
+    assert "12" in ended.reason and "10" in ended.reason
+
+
+def test_an_odd_sized_audio_message_loses_its_last_byte_with_an_error():
+    audio, error = websocket.decode_audio_message(b"\1\2\3", 10)
+    assert audio == b"\1\2" and error.code == "odd_frame"  # the stream stays aligned on samples
+    (only,) = websocket.decode_audio_message(b"\1", 10)
+    assert isinstance(only, Error) and only.code == "odd_frame"
+
+
+def test_deep_nesting_is_a_bad_message_not_a_crash():
+    for text in ("[" * 100_000, "{\"a\":" * 100_000):
+        result = websocket.decode_client_text(text)
+        assert isinstance(result, Error) and result.code == "bad_message"
+
+
+def test_client_text_echoed_in_errors_is_cut():
+    result = websocket.decode_client_text('{"type":"' + "x" * 100_000 + '"}')
+    assert result.code == "unknown_type" and len(result.message) < 120
 
 
 def test_tcp_lines_decode_in_any_split_to_what_was_encoded():

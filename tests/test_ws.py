@@ -209,7 +209,7 @@ async def test_bad_input_gets_errors_while_a_healthy_session_stays_correct(serve
         "config_after_audio": [speech[:BLOCK], json.dumps({"type": "config", "partials": True}), speech[BLOCK:]],
         # Back to back: audio that reaches the server after its close frame cannot be answered.
         "closed": [speech, (close, speech[:BLOCK])],
-        "odd_byte": [speech + b"\x01"],
+        "odd_frame": [speech + b"\x01"],  # a message must hold whole samples (TCP carries the odd byte)
     }
     healthy = asyncio.create_task(stream_session(url, pcm_of(manifest, JFK)))
     bad = await asyncio.gather(*(bad_session(url, script) for script in cases.values()))

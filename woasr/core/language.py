@@ -29,5 +29,5 @@ def resolve_language(value: object, supported: Collection[str] | None) -> str | 
         model = "this English-only model" if english_only else "this model"
         known = tuple(supported)
         shown = ", ".join(known[:12]) + (" ..." if len(known) > 12 else "")
-        raise UnsupportedLanguage(f"language {value!r} is not supported by {model} (supported: {shown})")
+        raise UnsupportedLanguage(f"language {value[:16]!r} is not supported by {model} (supported: {shown})")
     return code

@@ -125,16 +125,25 @@ class VoiceGate:
         return [kind(taken)]
 
 
-def feed_processor(processor: OnlineASRProcessor, items: deque[GateItem]) -> UtteranceEnd | None:
+def feed_processor(
+    processor: OnlineASRProcessor, items: deque[GateItem], limit: int | None = None
+) -> UtteranceEnd | None:
     """Give the processor the queued items up to the first utterance end (returned, or None).
 
     Speech is inserted, silence skipped; start markers are only for endpointing.
-    Items after an utterance end stay queued for the next update.
+    Items after an utterance end stay queued for the next update. ``limit``: at most
+    this many samples of speech are inserted (an item is split; the rest stays queued),
+    so that one model call never covers more than the buffer may hold.
     """
-    while items:
+    inserted = 0
+    while items and (limit is None or inserted < limit):
         item = items.popleft()
         if isinstance(item, Speech):
-            processor.insert_audio(item.samples)
+            room = len(item.samples) if limit is None else limit - inserted
+            if room < len(item.samples):
+                items.appendleft(Speech(item.samples[room:]))
+            processor.insert_audio(item.samples[:room])
+            inserted += min(room, len(item.samples))
         elif isinstance(item, Silence):
             processor.skip_silence(item.samples)
         elif isinstance(item, UtteranceEnd):

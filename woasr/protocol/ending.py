@@ -15,6 +15,8 @@ class Ending(enum.Enum):
     """The input ended and every received sample was transcribed and sent."""
     SHUTDOWN = "finished (shutdown)"
     """The server finished the session (or refused it) because it is shutting down."""
+    UNAUTHORIZED = "unauthorized"
+    """Authentication is on and the client's token was missing or wrong."""
     REFUSED = "refused"
     """The server is at capacity: the session was not opened; try again later."""
     INPUT_TOO_LARGE = "input too large"

@@ -94,6 +94,16 @@ CAPACITY = "capacity"
 """The :class:`Error` code of a session refused because the server is at capacity (every transport)."""
 
 
+ECHO_CHARS = 40
+"""At most this much of a client's own text is repeated in an error (and so in the logs)."""
+
+
+def echo(value: object) -> str:
+    """A client-supplied value as an error message quotes it: its repr, cut to :data:`ECHO_CHARS`."""
+    text = repr(value)
+    return text if len(text) <= ECHO_CHARS else text[: ECHO_CHARS - 1] + "…"
+
+
 @dataclass(frozen=True, slots=True)
 class Error:
     """Bad input; the session goes on unless the transport decides otherwise."""

@@ -39,6 +39,7 @@ from woasr.protocol.events import (
     SessionOptions,
     SpeechStarted,
     UtteranceEnded,
+    echo,
 )
 from woasr.protocol.latency import ArrivalLog, SessionStats
 from woasr.protocol.state import Move, SessionState, advance
@@ -179,7 +180,7 @@ class StreamSession:
             if not isinstance(value, bool):
                 return Error("bad_value", f"{name} must be true or false")
             return value
-        return Error("unknown_field", f"unknown config field {name!r} "
+        return Error("unknown_field", f"unknown config field {echo(name)} "
                                       "(known: language, prompt, min_chunk, partials, vac, endpointing)")
 
     # -- input ---------------------------------------------------------------
@@ -244,23 +245,44 @@ class StreamSession:
         """Move received audio into the processor; return the model call the update needs.
 
         None means no model call (nothing new to transcribe); either way the
-        update ends with :meth:`complete_update`.
+        update ends with :meth:`complete_update`. One update takes at most what
+        the processor's buffer may hold (``max_buffer_s``); more stays in the
+        inbox for the next one, which is then due at once.
         """
-        self.state = advance(self.state, Move.START_UPDATE)
+        if self.state not in (SessionState.OPEN, SessionState.CLOSED):
+            advance(self.state, Move.START_UPDATE)  # raises: an update is running, or none is left
         self.stats.last_chunk_s = self.pending_s
         self.update_since, self._inbox_since = self._inbox_since, None
-        ended = feed_processor(self.processor, self._inbox) is not None
-        while self.closed and self._inbox:  # the last update takes everything
-            ended = feed_processor(self.processor, self._inbox) is not None or ended
+        ended = self._feed(self._feed_limit())
         self._inbox_samples = sum(item_samples(item) for item in self._inbox)
         self._utterance_ends = sum(isinstance(item, UtteranceEnd) for item in self._inbox)
         if self._inbox:
             self._inbox_since = self.update_since
-        self._update = _UpdateKind(flushes=self._flush_requested, ends_utterance=ended)
-        self._flush_requested = False
+        final = self.closed and not self._inbox
+        self.state = advance(self.state, Move.START_FINAL_UPDATE if final else Move.START_UPDATE)
+        self._update = _UpdateKind(flushes=self._flush_requested and not self._inbox, ends_utterance=ended)
+        self._flush_requested = self._flush_requested and bool(self._inbox)
         if self._finishing or self._update.commits_all:
             return self.processor.finish_request()
         return self.processor.prepare()
+
+    def _feed_limit(self) -> int:
+        """Samples one update may give the processor: up to its buffer cap, and at least a chunk."""
+        room = self.processor.settings.max_buffer_s - self.processor.buffer_s
+        return round(max(room, self.min_chunk) * SAMPLE_RATE)
+
+    def _feed(self, limit: int) -> bool:
+        """Inbox to processor, up to ``limit`` samples; whether an utterance ended in what was fed.
+
+        Open, an update stops at an utterance end; closed, it goes on past them (the rest of
+        the stream is being finished).
+        """
+        before = self.processor.received_until
+        ended = feed_processor(self.processor, self._inbox, limit) is not None
+        while self.closed and self._inbox and self.processor.received_until - before < limit:
+            fed = self.processor.received_until - before
+            ended = feed_processor(self.processor, self._inbox, limit - fed) is not None or ended
+        return ended
 
     @property
     def _finishing(self) -> bool:

@@ -8,9 +8,9 @@ their combinations, plus the end:
       │                        │
     close                    close
       ▼                        ▼
-    CLOSED ◀─complete_update─ CLOSED_UPDATING
-      │
-    start_update (the final update takes everything left)
+    CLOSED ◀─complete_update─ CLOSED_UPDATING ◀─start_update─ CLOSED
+      │                                          (more audio left than one update may take)
+    start_final_update (the last of the audio)
       ▼
     FINISHING ──complete_update──▶ FINISHED
 
@@ -32,7 +32,8 @@ class SessionState(enum.Enum):
     UPDATING = "updating"
     """Audio is accepted; an update is running."""
     CLOSED_UPDATING = "closed, updating"
-    """No more audio will come; an update started before the close is running."""
+    """No more audio will come; an update that is not the last is running (started before the
+    close, or catching up on more audio than one update may take)."""
     CLOSED = "closed"
     """No more audio will come; the final update is due."""
     FINISHING = "finishing"
@@ -53,6 +54,7 @@ class Move(enum.Enum):
     """What the session's caller does; each moves the state along the table."""
 
     START_UPDATE = "start_update"
+    START_FINAL_UPDATE = "start_update (final)"
     COMPLETE_UPDATE = "complete_update"
     CLOSE = "close"
 
@@ -65,7 +67,8 @@ TRANSITIONS: dict[tuple[SessionState, Move], SessionState] = {
     (_S.UPDATING, Move.CLOSE): _S.CLOSED_UPDATING,
     (_S.CLOSED_UPDATING, Move.COMPLETE_UPDATE): _S.CLOSED,
     (_S.CLOSED_UPDATING, Move.CLOSE): _S.CLOSED_UPDATING,
-    (_S.CLOSED, Move.START_UPDATE): _S.FINISHING,
+    (_S.CLOSED, Move.START_UPDATE): _S.CLOSED_UPDATING,
+    (_S.CLOSED, Move.START_FINAL_UPDATE): _S.FINISHING,
     (_S.CLOSED, Move.CLOSE): _S.CLOSED,
     (_S.FINISHING, Move.COMPLETE_UPDATE): _S.FINISHED,
     (_S.FINISHING, Move.CLOSE): _S.FINISHING,

@@ -30,17 +30,19 @@ from woasr.protocol.events import (
     SessionOptions,
     SpeechStarted,
     UtteranceEnded,
+    echo,
 )
 
 __all__ = [
     "CLOSE_CODES", "CloseCode", "close_frame", "decode_client_text", "decode_server_message", "encode_command",
-    "encode_event", "size_limit",
+    "encode_event", "decode_audio_message",
 ]
 
 CLOSE_CODES = {
     Ending.FINISHED: CloseCode.NORMAL_CLOSURE,
     Ending.SHUTDOWN: CloseCode.GOING_AWAY,
     Ending.REFUSED: CloseCode.TRY_AGAIN_LATER,
+    Ending.UNAUTHORIZED: CloseCode.POLICY_VIOLATION,
     Ending.INPUT_TOO_LARGE: CloseCode.MESSAGE_TOO_BIG,
     Ending.IDLE: CloseCode.NORMAL_CLOSURE,
     Ending.FAILED: CloseCode.INTERNAL_ERROR,
@@ -59,13 +61,23 @@ def close_frame(ending: Ending, reason: str) -> tuple[CloseCode, str] | None:
 
 
 # -- client to server ------------------------------------------------------------
-def size_limit(data: bytes, limit: int) -> InputEnded | None:
-    """A binary message over ``limit`` bytes ends the input (closing with 1009); None if it fits."""
-    if len(data) <= limit:
-        return None
-    error = Error("frame_too_large", f"a message of {len(data)} bytes is over the limit of {limit} bytes; "
-                                     "it was not processed. Audio before it is finished; closing")
-    return InputEnded(Ending.INPUT_TOO_LARGE, f"message of {len(data)} bytes over the {limit}-byte limit", error)
+def decode_audio_message(data: bytes, limit: int) -> tuple[bytes | Error | InputEnded, ...]:
+    """What a binary message carries: its audio, with an error if it was odd-sized; or the end of
+    the input if it is over ``limit`` bytes (closing with 1009).
+
+    A message must hold whole PCM16 samples: a lone odd byte would shift every later sample of
+    the stream, so it is dropped (and said so) instead of carried as on TCP's byte stream.
+    """
+    if len(data) > limit:
+        error = Error("frame_too_large", f"a message of {len(data)} bytes is over the limit of {limit} bytes; "
+                                         "it was not processed. Audio before it is finished; closing")
+        return (InputEnded(Ending.INPUT_TOO_LARGE, f"message of {len(data)} bytes over the {limit}-byte limit",
+                           error),)
+    if len(data) % 2:
+        error = Error("odd_frame", f"a binary message of {len(data)} bytes does not hold whole 16-bit samples; "
+                                   "its last byte was dropped")
+        return (data[:-1], error) if len(data) > 1 else (error,)
+    return (data,)
 
 
 def decode_client_text(text: str) -> Command | Error:
@@ -74,7 +86,7 @@ def decode_client_text(text: str) -> Command | Error:
         return Flush()
     try:
         message = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser's stack
         return Error("bad_message", "text messages must be 'flush' or a JSON object with a 'type'")
     if not isinstance(message, dict) or not isinstance(message.get("type"), str):
         return Error("bad_message", "a JSON message must be an object with a string 'type'")
@@ -85,7 +97,7 @@ def decode_client_text(text: str) -> Command | Error:
         return Close()
     if kind == "config":
         return Configure(message)
-    return Error("unknown_type", f"unknown message type {kind!r} (known: config, flush, close)")
+    return Error("unknown_type", f"unknown message type {echo(kind)} (known: config, flush, close)")
 
 
 def encode_command(command: Command) -> str:

@@ -14,6 +14,8 @@ class ServerConfig:
     tcp_port: int
     min_chunk: float
     idle_timeout: float
+    """A session whose received audio falls this many seconds behind the wall clock is finished
+    (both transports; bytes, pings or commands without audio do not count)."""
     workers: int
     settings: ProcessorSettings
     ws_port: int = 0
@@ -22,6 +24,17 @@ class ServerConfig:
     """Voice-activity control for every session (a WebSocket client may also ask for it)."""
     vad: VadSettings = field(default_factory=VadSettings)
     """The voice-activity detector's settings, wherever it runs."""
+    max_backlog_s: float = 5.0
+    """Seconds of received audio a session may hold unprocessed; past it the server stops reading
+    that connection (backpressure) until updates catch up. Nothing is dropped."""
+    max_sessions_per_address: int = 0
+    """Concurrent sessions one client address may hold; 0 = no limit."""
+    allowed_origins: tuple[str, ...] = ()
+    """Web origins (``https://app.example``) whose pages may open WebSocket sessions besides the
+    server's own page; ``*`` allows any. Clients that send no ``Origin`` (not browsers) are not affected."""
+    tokens: tuple[str, ...] = ()
+    """Tokens a client must present (WebSocket/HTTP ``Authorization: Bearer`` or ``?token=``, TCP a first
+    line ``AUTH <token>``); empty = no authentication."""
     ws_max_frame: int = 1 << 20
     """Largest WebSocket message accepted, in bytes; a larger one closes with 1009."""
     ws_ping_interval: float = 20.0
@@ -29,6 +42,9 @@ class ServerConfig:
     """On shutdown, seconds open sessions get to finish and send their last finals."""
     max_sessions: int = 0
     """Hard limit of concurrent sessions; 0 = decided by measured capacity alone."""
+    rest_max_seconds: float = 1800.0
+    """Longest audio a REST upload may decode to, in seconds (413 past it); 0 = no cap. A 25 MB
+    Opus file holds hours of speech: decoding it is bounded by this, and so is one job's worker time."""
     max_chunk: float = 0.0
     """Admission: refuse a session when updates would have to cover more audio than this;
     0 = half of ``latency_target`` (at least ``min_chunk``): a word is committed when two

@@ -41,8 +41,13 @@ class _EmbeddedUvicorn(uvicorn.Server):
         yield
 
 
-async def serve_forever(service: StreamingService) -> None:
-    """Open every listener, load the model, serve until a signal (then drain) or a failed load."""
+async def serve_forever(service: StreamingService) -> bool:
+    """Open every listener, load the model, serve until a signal (then drain) or a failed load.
+
+    Returns whether a second signal forced the stop: then open sessions and HTTP requests
+    were abandoned, and a model call may still be running on a worker thread (the caller
+    should exit the process at once rather than wait for it).
+    """
     stop, force = asyncio.Event(), asyncio.Event()
     async with _signals(stop, force), _metrics_endpoints(service):
         loading = asyncio.create_task(service.load(), name="load-model")
@@ -52,7 +57,7 @@ async def serve_forever(service: StreamingService) -> None:
         try:
             config = service.config
             if config.tcp_port > 0:
-                tcp = await start_tcp_server(service, config.host, config.tcp_port, config.idle_timeout)
+                tcp = await start_tcp_server(service, config.host, config.tcp_port)
                 port = tcp.sockets[0].getsockname()[1]
                 log.info("TCP  listening on %s:%d (raw PCM16LE mono 16 kHz in, '<beg_ms> <end_ms> <text>' lines out)",
                          config.host, port)
@@ -72,9 +77,20 @@ async def serve_forever(service: StreamingService) -> None:
         finally:
             loading.cancel()
             if web is not None:
-                web.should_exit = True
-                await asyncio.gather(*serving, return_exceptions=True)
+                await _stop_web(web, serving, force)
             service.close()
+    return force.is_set()
+
+
+async def _stop_web(web: _EmbeddedUvicorn, serving: list[asyncio.Task[None]], force: asyncio.Event) -> None:
+    """uvicorn's graceful stop (open HTTP requests finish, up to the drain timeout), cut short by ``force``."""
+    web.should_exit = True
+    forcing = asyncio.create_task(force.wait())
+    await asyncio.wait([*serving, forcing], return_when=asyncio.FIRST_COMPLETED)
+    if force.is_set():
+        web.force_exit = True
+    await asyncio.gather(*serving, return_exceptions=True)
+    forcing.cancel()
 
 
 @contextlib.asynccontextmanager
@@ -131,7 +147,7 @@ def _web_server(service: StreamingService) -> _EmbeddedUvicorn:
     uvicorn_config = uvicorn.Config(
         create_app(service), log_config=None, access_log=False, ws="websockets-sansio",
         ws_max_size=max(config.ws_max_frame * 4, 1 << 24), ws_ping_interval=config.ws_ping_interval,
-        ws_ping_timeout=config.ws_ping_interval, lifespan="off",
+        ws_ping_timeout=config.ws_ping_interval, lifespan="off", timeout_graceful_shutdown=config.drain_timeout,
     )
     web = _EmbeddedUvicorn(uvicorn_config)
     web.listening = socket.create_server((config.host, config.ws_port))

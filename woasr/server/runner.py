@@ -45,6 +45,10 @@ class SessionRunner:
         self.aborted = False
         self._outbox: list[Event] = []
         self._wake = asyncio.Event()
+        self._progress = asyncio.Event()
+        """Set whenever an update completes (or the session stops): the backlog may have shrunk."""
+        self._call: asyncio.Future[InferenceResult] | None = None
+        """The model call in flight, cancelled if the peer leaves."""
 
     def post(self, events: list[Event]) -> None:
         """Queue events for the peer (e.g. errors about its input), after those already queued."""
@@ -62,9 +66,25 @@ class SessionRunner:
         self._wake.set()
 
     def abort(self) -> None:
-        """The peer is gone: stop without finishing or sending anything more."""
+        """The peer is gone: stop without finishing or sending anything more.
+
+        A model call still waiting for a worker is withdrawn at once; one already running
+        finishes on its worker (the engine keeps its slot until then) and its result is dropped.
+        """
         self.aborted = True
+        if self._call is not None:
+            self._call.cancel()
         self._wake.set()
+        self._progress.set()
+
+    async def backlog_below(self, seconds: float) -> None:
+        """Return once the session holds at most ``seconds`` of unprocessed audio (0: at once).
+
+        The transport does not read while this waits: its flow control then slows the sender.
+        """
+        while seconds > 0 and self.session.pending_s > seconds and not (self.aborted or self.session.finished):
+            self._progress.clear()
+            await self._progress.wait()
 
     async def run(self) -> None:
         """Until the session is finished (every received sample transcribed) or aborted."""
@@ -85,15 +105,25 @@ class SessionRunner:
         """One update: the model call (if the session needs one), then its events queued."""
         session = self.session
         request = session.start_update()
+        self._progress.set()  # the inbox went to the processor: reading may go on
         result = None
         if request is not None:
-            result = await self.engine.transcribe(request, since=session.update_since)
+            self._call = asyncio.ensure_future(self.engine.transcribe(request, since=session.update_since))
+            try:
+                result = await self._call
+            except asyncio.CancelledError:
+                if self.aborted and self._call.cancelled():
+                    return  # withdrawn by abort(): nobody wants the result
+                raise
+            finally:
+                self._call = None
         if self.aborted:
             return
         committed, partial = len(session.stats.latencies), len(session.stats.partial_latencies)
         now = asyncio.get_running_loop().time()
         self.post(session.complete_update(result.transcription if result else None, now))
         self._observe(result, committed, partial)
+        self._progress.set()
 
     def _observe(self, result: InferenceResult | None, committed: int, partial: int) -> None:
         """Report one completed update (and the latencies it added) to admission and the metrics."""

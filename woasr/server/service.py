@@ -21,6 +21,7 @@ from woasr.engine import InferenceEngine, LocalEngine
 from woasr.engine.admission import Admission
 from woasr.protocol.events import CAPACITY, Error, Ready
 from woasr.protocol.session import StreamSession
+from woasr.server.access import AddressLimit, Tokens
 from woasr.server.config import ServerConfig
 from woasr.server.metrics import ServerMetrics
 from woasr.server.runner import Send, SessionRunner
@@ -46,6 +47,8 @@ class StreamingService:
         self.draining = False
         self.metrics = ServerMetrics()
         self._runners: set[SessionRunner] = set()
+        self._per_address = AddressLimit(config.max_sessions_per_address)
+        self.tokens = Tokens(config.tokens)
         self._loaded = asyncio.Event()
         self._ids = itertools.count(1)
 
@@ -74,8 +77,9 @@ class StreamingService:
     def active_sessions(self) -> int:
         return len(self._runners)
 
-    def refusal(self, transport: str) -> Error | None:
-        """Why a new session is refused now (shutting down, or at capacity), or None to admit it.
+    def refusal(self, transport: str, address: str | None = None) -> Error | None:
+        """Why a new session is refused now (shutting down, at capacity, too many from ``address``),
+        or None to admit it.
 
         A refusal is counted in the metrics and logged; the transport tells the client.
         """
@@ -83,11 +87,23 @@ class StreamingService:
             refusal = Error("shutting_down", "the server is shutting down; connect again later")
         elif reason := self.engine.admission.refusal(self.active_sessions):
             refusal = Error(CAPACITY, f"{reason}; try again later")
+        elif reason := self._per_address.refusal(address):
+            refusal = Error(CAPACITY, f"{reason}; try again later")
         else:
             return None
         self.metrics.session_refused(transport, refusal.code)
-        log.warning("refused a %s session: %s", transport, refusal.message)
+        log.warning("refused a %s session from %s: %s", transport, address or "?", refusal.message)
         return refusal
+
+    def refuse_unauthorized(self, transport: str, address: str | None) -> None:
+        """Count and log a client without a valid token (the token itself is never logged)."""
+        self.metrics.session_refused(transport, "unauthorized")
+        log.warning("refused a %s session from %s: missing or wrong token", transport, address or "?")
+
+    def refuse_origin(self, transport: str, origin: str) -> None:
+        """Count and log a browser page whose origin may not open sessions."""
+        self.metrics.session_refused(transport, "origin")
+        log.warning("refused a %s session: origin %s is not allowed (--allowed-origins)", transport, origin)
 
     def new_runner(self, transport: str, send: Send) -> SessionRunner:
         """A new session (id ``<transport>-N``) with its runner on the shared engine."""
@@ -112,14 +128,16 @@ class StreamingService:
         return Ready(runner.session_id, asr.choice.name, runner.session.options, settings)
 
     @contextlib.contextmanager
-    def track_session(self, runner: SessionRunner) -> Iterator[None]:
-        """Count the session as active (and in the metrics), and let a drain finish it."""
+    def track_session(self, runner: SessionRunner, address: str | None = None) -> Iterator[None]:
+        """Count the session as active (in the metrics and for its address), and let a drain finish it."""
         self._runners.add(runner)
+        self._per_address.opened(address)
         self.metrics.session_started(runner.transport)
         try:
             yield
         finally:
             self._runners.discard(runner)
+            self._per_address.closed(address)
             self.engine.admission.load_fell()
             self.metrics.session_ended(runner.transport)
             self.metrics.forget_session(runner.session_id)

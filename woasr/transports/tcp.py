@@ -1,8 +1,8 @@
 """TCP transport (port 43007): moves raw PCM16LE in and committed lines out.
 
 The wire format is :mod:`woasr.protocol.tcp`; the session is served by
-:func:`woasr.server.lifecycle.serve_session`. Here: reading with an idle
-timeout, a half-close as the end of the audio, writing lines.
+:func:`woasr.server.lifecycle.serve_session` (which also times out idle
+clients). Here: reading, a half-close as the end of the audio, writing lines.
 """
 
 from __future__ import annotations
@@ -23,17 +23,18 @@ class TcpConnection:
 
     transport = "tcp"
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, idle_timeout: float) -> None:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader, self.writer = reader, writer
-        self.idle_timeout = idle_timeout
-        self.peer = str(writer.get_extra_info("peername"))
+        peer = writer.get_extra_info("peername")
+        self.peer = str(peer)
+        self.address = str(peer[0]) if isinstance(peer, tuple) else None
 
-    async def receive(self) -> Input:
-        try:
-            data = await asyncio.wait_for(self.reader.read(READ_SIZE), self.idle_timeout)
-        except TimeoutError:
-            return InputEnded(Ending.IDLE, f"idle for {self.idle_timeout:g} s")
-        return data or InputEnded(Ending.FINISHED, "finished")
+    async def token(self) -> str | None:
+        raise NotImplementedError("TCP authentication: a first line AUTH <token>")
+
+    async def receive(self) -> tuple[Input]:
+        data = await self.reader.read(READ_SIZE)
+        return (data or InputEnded(Ending.FINISHED, "finished"),)
 
     async def send(self, events: list[Event]) -> None:
         data = encode_events(events)
@@ -49,10 +50,10 @@ class TcpConnection:
             pass
 
 
-async def start_tcp_server(service: StreamingService, host: str, port: int, idle_timeout: float) -> asyncio.Server:
+async def start_tcp_server(service: StreamingService, host: str, port: int) -> asyncio.Server:
     """Listen on ``host:port``; every client gets its own session on the shared service."""
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await serve_session(service, TcpConnection(reader, writer, idle_timeout))
+        await serve_session(service, TcpConnection(reader, writer))
 
     return await asyncio.start_server(handle, host, port)

@@ -7,11 +7,14 @@ Starlette's messages, writing text, closing with the code the protocol names.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from woasr.protocol.ending import Ending
-from woasr.protocol.events import Event
-from woasr.protocol.websocket import close_frame, decode_client_text, encode_event, size_limit
+from woasr.protocol.events import Event, echo
+from woasr.protocol.websocket import CloseCode, close_frame, decode_audio_message, decode_client_text, encode_event
+from woasr.server.access import origin_allowed
 from woasr.server.lifecycle import Input, PeerGone, serve_session
 from woasr.server.service import StreamingService
 
@@ -26,16 +29,20 @@ class WebSocketConnection:
         self.max_message = max_message
         client = websocket.client
         self.peer = f"{client.host}:{client.port}" if client else None
+        self.address = client.host if client else None
 
-    async def receive(self) -> Input:
+    async def token(self) -> str | None:
+        raise NotImplementedError("WebSocket authentication: Authorization: Bearer or ?token=")
+
+    async def receive(self) -> Sequence[Input]:
         message = await self.websocket.receive()
         if message["type"] == "websocket.disconnect":
             # A close frame is answered at once (RFC 6455): nothing more can be sent.
             raise PeerGone(f"client closed the connection ({message.get('code')})")
         data = message.get("bytes")
         if data is not None:
-            return size_limit(data, self.max_message) or data
-        return decode_client_text(message.get("text") or "")
+            return decode_audio_message(data, self.max_message)
+        return (decode_client_text(message.get("text") or ""),)
 
     async def send(self, events: list[Event]) -> None:
         try:
@@ -55,6 +62,15 @@ class WebSocketConnection:
 
 
 async def serve_websocket(websocket: WebSocket, service: StreamingService) -> None:
-    """One connection = one session: ``ready`` first, then events until the session ends."""
+    """One connection = one session: ``ready`` first, then events until the session ends.
+
+    A browser page from an origin that is not allowed is refused before the handshake
+    completes (HTTP 403), so that any web page open in a local browser cannot use the server.
+    """
+    origin = websocket.headers.get("origin")
+    if not origin_allowed(origin, websocket.headers.get("host"), service.config.allowed_origins):
+        service.refuse_origin("ws", echo(origin))
+        await websocket.close(CloseCode.POLICY_VIOLATION, "origin not allowed")
+        return
     await websocket.accept()
     await serve_session(service, WebSocketConnection(websocket, service.config.ws_max_frame))
