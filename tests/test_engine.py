@@ -87,6 +87,39 @@ async def test_a_cancelled_waiter_gives_its_turn_away():
     engine.close()
 
 
+async def test_a_call_cancelled_while_running_keeps_its_worker_until_it_really_ends():
+    """Its peer left mid-call: the thread computes on, so the next call must wait for it, not run
+    beside it (before, the slot was freed at once and ``workers`` + 1 calls ran)."""
+    asr = SlowASR(delay=0.2)
+    engine = LocalEngine(lambda: asr, workers=1)
+    left = asyncio.create_task(engine.transcribe(request("left")))
+    await asyncio.sleep(0.05)  # running on the one worker
+    left.cancel()
+    await asyncio.gather(left, return_exceptions=True)
+    await engine.transcribe(request("next"))
+    assert asr.calls == ["left", "next"] and asr.max_total == 1
+    engine.close()
+
+
+async def test_an_aborted_session_withdraws_its_queued_call_at_once():
+    """The runner of a departed peer cancels its call still waiting for a worker: it never runs."""
+    asr = SlowASR(delay=0.2)
+    engine = LocalEngine(lambda: asr, workers=1)
+    busy = asyncio.create_task(engine.transcribe(request("busy")))
+    await asyncio.sleep(0.02)
+    runner = new_runner(engine, asr, "gone")
+    runner.session.receive_audio(b"\0\0" * 16000, 0.0)
+    running = asyncio.create_task(runner.run())
+    await asyncio.sleep(0.02)
+    assert engine.queued == 1
+    runner.abort()
+    await asyncio.wait_for(running, 1.0)  # returns at once, not after the busy call
+    assert engine.queued == 0
+    await busy
+    assert asr.calls == ["busy"]
+    engine.close()
+
+
 def file_job(asr: SlowASR, tag: str):
     """A whole-file job as the REST endpoint hands it to ``engine.run``: one blocking model call."""
     return lambda: asr.transcribe(np.zeros(1600, np.float32), "", tag)

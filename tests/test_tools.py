@@ -208,3 +208,76 @@ async def test_a_refused_websocket_bench_client_stops_at_once_without_retrying(s
         result = await run_client(target, SILENCE)
     assert result.refused and result.error is None and not result.text
     assert time.monotonic() - started < 1.0 and connections == 1
+
+
+@pytest.mark.model
+def test_bench_soak_loops_sessions_and_samples_the_server_rss(tmp_path):
+    import math
+
+    out, png = tmp_path / "soak.json", tmp_path / "soak.png"
+    started = time.monotonic()
+    table = run("bench", "--soak", "20", "--streams", "2", "--seconds", "10", "--no-baselines", "--json", str(out),
+                "--plot", str(png), timeout=120).stdout
+    report = json.loads(out.read_text())
+    assert {"soak_seconds", "rss_samples", "rss_slope_mb_per_hour", "rss_start_mb", "rss_end_mb", "rss_warmup_s",
+            "sessions_completed", "sessions_refused", "sessions_failed", "errors", "latency_ms"} <= set(report)
+    assert "runs" not in report and report["streams"] == 2 and report["soak_seconds"] == 20
+    assert report["errors"] == [] and report["sessions_refused"] == report["sessions_failed"] == 0
+    assert report["sessions_completed"] > 2  # each stream looped: sessions ended and new ones began
+    assert 20 <= report["soak_elapsed_s"] < 30 and time.monotonic() - started < 60
+    times = [t for t, _ in report["rss_samples"]]
+    assert len(times) >= 15 and times[0] == 0 and times[-1] >= 20
+    assert all(0.5 < b - a < 2 for a, b in zip(times[:-2], times[1:-1]))  # every second (the last: at the end)
+    assert math.isfinite(report["rss_slope_mb_per_hour"]) and report["rss_warmup_s"] == 10
+    assert 0 < report["rss_start_mb"] <= report["rss_peak_mb"] and report["rss_end_mb"] > 0
+    assert report["latency_ms"]["p50"] > 0 and report["latency_ms"]["p95"] >= report["latency_ms"]["p50"]
+    assert "| 2 |" in table and "RSS slope" in table
+    assert png.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_rss_slope_fits_the_samples_after_the_warmup_in_mb_per_hour():
+    from woasr.tools.bench import rss_slope, soak_warmup
+
+    warming = [(t, 100.0 + t) for t in range(0, 60, 5)]  # fast growth while warming up
+    steady = [(t, 300.0 + 0.01 * t) for t in range(60, 600, 5)]  # 0.01 MB/s = 36 MB/h
+    assert rss_slope(warming + steady, warmup_s=60) == pytest.approx(36.0)
+    assert rss_slope(warming + steady) > 100  # the warm-up, kept, would dominate
+    assert rss_slope([(t, 250.0) for t in range(10)]) == 0.0
+    assert rss_slope([[0, 1.0], [3600, 0.0]]) == pytest.approx(-1.0)  # the report's [t, mb] lists work too
+    assert rss_slope([(5.0, 200.0)]) is None and rss_slope([]) is None
+    assert rss_slope([(1.0, 200.0), (1.0, 210.0)]) is None  # no time between them: no slope
+    assert rss_slope(steady, warmup_s=1000) is None
+    assert (soak_warmup(20), soak_warmup(300), soak_warmup(1800)) == (10, 60, 180)
+    assert (soak_warmup(300, loop_s=77.5), soak_warmup(20, loop_s=10.5)) == (77.5, 10)  # a whole loop, at most half
+
+
+def test_a_soak_of_a_server_the_bench_did_not_start_has_no_rss_figures():
+    from woasr.tools.bench import SoakRun, soak_figures
+
+    finished = ClientResult(latencies=[0.5, 0.7], text=["Hello."])
+    figures = soak_figures(SoakRun([(10.0, finished), (3.0, ClientResult(error="boom"))], None, 20.5, None), 20)
+    assert all(figures[k] is None for k in ("rss_samples", "rss_slope_mb_per_hour", "rss_start_mb", "rss_end_mb",
+                                            "cpu_percent"))
+    assert figures["sessions_completed"] == figures["sessions_failed"] == 1 and figures["errors"] == ["boom"]
+    assert figures["latency_ms"]["p50"] == 600.0 and figures["audio_s_streamed"] == 13.0
+
+
+async def test_a_soak_session_that_never_ends_fails_and_the_soak_still_ends(monkeypatch):
+    from woasr.tools import bench
+
+    monkeypatch.setattr(bench, "SOAK_SESSION_GRACE_S", 0.5)
+
+    async def hang(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # takes the audio and the end, answers nothing
+        await asyncio.sleep(30)
+
+    server = await asyncio.start_server(hang, "127.0.0.1", 0)
+    async with server:
+        port = server.sockets[0].getsockname()[1]
+        with ServerUnderTest(f"tcp://127.0.0.1:{port}", []) as target:
+            loop = asyncio.get_running_loop()
+            sessions: list = []
+            clip = Playlist(bytes(int(1.5 * SAMPLE_RATE) * 2), "", "en")
+            await bench.soak_stream(target, clip, clip.seconds, loop.time() + 2.0, sessions)
+    ((seconds, result),) = sessions  # 1.5 s of audio, 0.5 s of grace, 1 s to wait: past the deadline
+    assert seconds == 1.5 and "had not ended 0.5 s after its audio" in result.error and not result.refused

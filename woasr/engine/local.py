@@ -80,10 +80,19 @@ class LocalEngine:
         """``job`` on a worker once its turn comes (``rank``, then ``since``: loop time, default now)."""
         loop = asyncio.get_running_loop()
         await self._acquire(rank, loop.time() if since is None else since)
+        running = loop.run_in_executor(self._pool, job)
         try:
-            return await loop.run_in_executor(self._pool, job)
+            return await asyncio.shield(running)
+        except asyncio.CancelledError:
+            if not running.done():
+                # The caller left (its peer is gone), but the worker thread computes on: its slot
+                # is handed on only when the job really ends, so no more than ``workers`` run.
+                running.add_done_callback(lambda _: self._release())
+                running = None
+            raise
         finally:
-            self._release()
+            if running is not None:
+                self._release()
 
     async def _acquire(self, rank: int, since: float) -> None:
         if self._free > 0 and not self._waiting:

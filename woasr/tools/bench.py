@@ -24,6 +24,21 @@ its ``end_ms``.
 A server the bench starts itself gets a free port for the transport under
 test and the other transport off; the bench waits for its ``ready model=``
 line, since the sockets open before the model has loaded.
+
+A soak (``woasr bench --soak SECONDS``, :func:`soak`) runs no stream counts:
+N streams at once (the largest ``--streams`` count) for SECONDS of wall time,
+each looping its playlist as back-to-back sessions, a new connection per
+session, so sessions start and end all the time. Stream k's first session
+plays only (k + 1)/N of its playlist, so the streams' sessions end at
+staggered times; at the deadline a running session streams no further and
+ends as usual (end of audio, last finals), and counts as completed. After a
+refusal (admission judges the sessions arriving all along) or a failure the
+stream starts its next session a second later; refusals are counted apart.
+The RSS of a server the bench started is sampled every 1 to 5 s (about 100
+samples); ``rss_slope_mb_per_hour`` is the least-squares slope of the samples
+after a warm-up of 10 % of the soak, 60 s or the longest playlist, the
+longest, at most half of it (:func:`soak_warmup`). A server given by ``--url``
+has no RSS figures (None). A soak scores no WER.
 """
 
 from __future__ import annotations
@@ -396,6 +411,29 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+async def sample_rss(proc: psutil.Process | None, every: float, samples: list[tuple[float, float]],
+                     started: float | None = None) -> None:
+    """Append ``(seconds since started, RSS MB)`` of ``proc`` to ``samples`` every ``every`` seconds.
+
+    Runs until cancelled or the process is gone; ``started`` is a time of the
+    running loop's clock (default: now). No process (a server the bench did
+    not start): no samples, since its RSS is unknown.
+    """
+    clock = asyncio.get_running_loop().time
+    started = clock() if started is None else started
+    while (rss := _rss_mb(proc)) is not None:
+        samples.append((clock() - started, rss))
+        await asyncio.sleep(every)
+
+
+def _rss_mb(proc: psutil.Process | None) -> float | None:
+    """The process's resident memory in MB; None without a process or once it is gone."""
+    try:
+        return proc.memory_info().rss / 2**20 if proc else None
+    except psutil.Error:
+        return None
+
+
 async def run_streams(
     server: ServerUnderTest, lists: list[Playlist]
 ) -> tuple[list[ClientResult], float, float, float | None]:
@@ -405,17 +443,11 @@ async def run_streams(
     if proc:
         proc.cpu_percent(None)
         before = proc.cpu_times()
-    peak_rss = 0.0
-
-    async def sample_rss() -> None:
-        nonlocal peak_rss
-        while proc:
-            peak_rss = max(peak_rss, proc.memory_info().rss / 2**20)
-            await asyncio.sleep(0.5)
-
-    sampler = asyncio.create_task(sample_rss())
+    samples: list[tuple[float, float]] = []
+    sampler = asyncio.create_task(sample_rss(proc, 0.5, samples))
     results = await asyncio.gather(*(run_client(server, p) for p in lists))
     sampler.cancel()
+    peak_rss = max((mb for _, mb in samples), default=0.0)
     cpu = proc.cpu_percent(None) if proc else float("nan")
     core_s = None
     if proc:
@@ -442,9 +474,7 @@ def bench(
     runs = []
     with (ServerUnderTest(url, serve_args, transport, partials) as server, logging_redirect_tqdm(),
           _quiet_session_lines(progress)):
-        if partials and server.kind != "ws":
-            log.warning("TCP has no partials: --partials ignored")
-            partials = server.partials = False
+        partials = _partials_for(server, partials)
         bar = tqdm(stream_counts, desc="bench", unit="run", disable=not progress, file=sys.stderr)
         for count in bar:
             bar.set_postfix(streams=count)
@@ -470,6 +500,25 @@ def bench(
     under = [r["streams"] for r in runs
              if r["latency_ms"]["p95"] is not None and r["latency_ms"]["p95"] <= TARGET_P95_MS and not r["refused"]]
     return {
+        **_report_head(server, url, serve_args, partials, every),
+        "runs": runs,
+        "max_streams_p95_under_2s": max(under) if under else 0,
+    }
+
+
+def _partials_for(server: ServerUnderTest, partials: bool) -> bool:
+    """Whether clients ask for partials: only over WebSocket (TCP has none; said once, then off)."""
+    if partials and server.kind != "ws":
+        log.warning("TCP has no partials: --partials ignored")
+        server.partials = False
+        return False
+    return partials
+
+
+def _report_head(server: ServerUnderTest, url: str | None, serve_args: list[str], partials: bool,
+                 lists: list[Playlist]) -> dict[str, Any]:
+    """The keys every bench report starts with: the server under test and the playlists streamed."""
+    return {
         "transport": server.kind,
         "partials": partials,
         "server": url or "woasr serve " + " ".join(serve_args),
@@ -477,9 +526,184 @@ def bench(
         "cpu_count": os.cpu_count(),
         "playlists": [{"clips": list(p.clips), "seconds": round(p.seconds, 1), "referenced": p.reference is not None,
                        "wer_alone": _rate(_errors_of(p, p.alone)), "wer_alone_vs_offline": _rate(_vs_offline(p, p.alone))}
-                      for p in every],
-        "runs": runs,
-        "max_streams_p95_under_2s": max(under) if under else 0,
+                      for p in lists],
+    }
+
+
+SOAK_MIN_SESSION_S = 1.0
+"""A soak stream starts no session with less time than this left before the deadline."""
+SOAK_RETRY_S = 1.0
+"""How long a soak stream waits after a refused or failed session before it starts the next."""
+SOAK_SESSION_GRACE_S = 60.0
+"""A soak session that has not ended this long after the time its audio takes fails (a hung server ends the soak)."""
+
+
+def soak_sample_every(soak_s: float) -> float:
+    """Seconds between RSS samples of a soak: about 100 samples, 1 to 5 s apart."""
+    return min(5.0, max(1.0, soak_s / 100))
+
+
+def soak_warmup(soak_s: float, loop_s: float = 0.0) -> float:
+    """Seconds at the start of a soak left out of the RSS slope: 10 % of it, 60 s or ``loop_s``, the longest,
+    but at most half of it.
+
+    ``loop_s`` is the longest playlist: until then not every stream has
+    streamed one whole session, and the server's memory is still finding
+    its working set.
+    """
+    return min(max(0.1 * soak_s, 60.0, loop_s), 0.5 * soak_s)
+
+
+def rss_slope(samples: list[tuple[float, float]] | list[list[float]], warmup_s: float = 0.0) -> float | None:
+    """Least-squares slope of ``(t_s, rss_mb)`` samples in MB per hour, over those at ``t_s >= warmup_s``.
+
+    None with fewer than two such samples at distinct times: no slope to speak of.
+    """
+    kept = [(t, mb) for t, mb in samples if t >= warmup_s]
+    if len(kept) < 2:
+        return None
+    t, mb = np.array(kept, float).T
+    dt = t - t.mean()
+    spread = float(dt @ dt)
+    return float(dt @ (mb - mb.mean())) / spread * 3600 if spread else None
+
+
+@dataclass(slots=True)
+class SoakRun:
+    """What a soak measured: every session (audio seconds sent, result), RSS samples, wall time, server CPU."""
+
+    sessions: list[tuple[float, ClientResult]]
+    samples: list[tuple[float, float]] | None
+    """``(t_s, rss_mb)`` from the start; None for a server the bench did not start."""
+    elapsed_s: float
+    core_s: float | None
+    loop_s: float = 0.0
+    """The longest playlist: one loop of every stream (see :func:`soak_warmup`)."""
+
+
+async def soak_stream(server: ServerUnderTest, playlist: Playlist, first_s: float, deadline: float,
+                      sessions: list[tuple[float, ClientResult]]) -> None:
+    """Stream ``playlist`` as back-to-back sessions, a new connection each, until ``deadline`` (loop time).
+
+    The first session streams only the first ``first_s`` seconds of it, so that
+    the streams' sessions end at staggered times. A session that would run past
+    the deadline streams only what fits, then ends as any other (end of audio,
+    last finals). A session not ended ``SOAK_SESSION_GRACE_S`` after its audio
+    fails. After a refusal or a failure the stream waits ``SOAK_RETRY_S``.
+    """
+    clock = asyncio.get_running_loop().time
+    limit = first_s
+    while (left := min(deadline - clock(), limit)) >= SOAK_MIN_SESSION_S:
+        audio = dataclasses.replace(playlist, pcm=playlist.pcm[: int(left * SAMPLE_RATE) * 2])
+        try:
+            result = await asyncio.wait_for(run_client(server, audio), audio.seconds + SOAK_SESSION_GRACE_S)
+        except TimeoutError:
+            result = ClientResult(error=f"the session had not ended {SOAK_SESSION_GRACE_S:g} s after its audio")
+        sessions.append((audio.seconds, result))
+        limit = playlist.seconds
+        if result.refused or result.error:
+            await asyncio.sleep(SOAK_RETRY_S)
+
+
+async def run_soak(server: ServerUnderTest, lists: list[Playlist], soak_s: float, progress: bool = True) -> SoakRun:
+    """One looping stream per playlist for ``soak_s`` seconds, the server's RSS sampled all along.
+
+    Stream k's first session is ``(k + 1) / N`` of its playlist. The last RSS
+    sample is taken once every stream has ended its last session.
+    """
+    proc = server.process
+    clock = asyncio.get_running_loop().time
+    started = clock()
+    cpu_before = _cpu_seconds(proc)
+    sessions: list[tuple[float, ClientResult]] = []
+    samples: list[tuple[float, float]] = []
+    watchers = [asyncio.create_task(sample_rss(proc, soak_sample_every(soak_s), samples, started))]
+    if progress:
+        watchers.append(asyncio.create_task(_soak_progress(soak_s, started, sessions, samples)))
+    await asyncio.gather(*(soak_stream(server, p, p.seconds * (k + 1) / len(lists), started + soak_s, sessions)
+                           for k, p in enumerate(lists)))
+    for task in watchers:
+        task.cancel()
+    await asyncio.gather(*watchers, return_exceptions=True)
+    elapsed = clock() - started
+    if (rss := _rss_mb(proc)) is not None:
+        samples.append((elapsed, rss))
+    cpu_after = _cpu_seconds(proc)
+    core_s = cpu_after - cpu_before if cpu_after is not None and cpu_before is not None else None
+    return SoakRun(sessions, samples if proc else None, elapsed, core_s, max(p.seconds for p in lists))
+
+
+def _cpu_seconds(proc: psutil.Process | None) -> float | None:
+    """User plus system CPU seconds the process has used; None without a process or once it is gone."""
+    try:
+        times = proc.cpu_times() if proc else None
+    except psutil.Error:
+        return None
+    return times.user + times.system if times else None
+
+
+async def _soak_progress(soak_s: float, started: float, sessions: list[tuple[float, ClientResult]],
+                         samples: list[tuple[float, float]]) -> None:
+    """A progress bar of the soak's seconds, with the sessions ended and the last RSS, until cancelled."""
+    clock = asyncio.get_running_loop().time
+    with tqdm(total=round(soak_s), desc="soak", unit="s", file=sys.stderr) as bar:
+        while True:
+            bar.n = min(bar.total, round(clock() - started))
+            refused = sum(r.refused for _, r in sessions)
+            bar.set_postfix(sessions=len(sessions) - refused, refused=refused,
+                            rss_mb=f"{samples[-1][1]:.0f}" if samples else "?", refresh=False)
+            bar.refresh()
+            await asyncio.sleep(1.0)
+
+
+def soak(
+    sets: list[list[ManifestRow]], streams: int, seconds: float, soak_s: float, url: str | None,
+    serve_args: list[str], progress: bool = True, transport: str = "tcp", partials: bool = False,
+) -> dict[str, Any]:
+    """``streams`` streams looping ``seconds``-long playlists for ``soak_s`` s of wall time; the JSON-ready report.
+
+    Sessions start and end all the time (each loop is a new connection), so
+    what a session leaks shows as RSS growing: ``rss_slope_mb_per_hour`` fits
+    the samples after :func:`soak_warmup`. No WER is scored.
+    """
+    lists = playlists(sets, streams, seconds)
+    with (ServerUnderTest(url, serve_args, transport, partials) as server, logging_redirect_tqdm(),
+          _quiet_session_lines(progress)):
+        partials = _partials_for(server, partials)
+        run = asyncio.run(run_soak(server, lists, soak_s, progress))
+    return {**_report_head(server, url, serve_args, partials, lists), "streams": streams,
+            **soak_figures(run, soak_s)}
+
+
+def soak_figures(run: SoakRun, soak_s: float) -> dict[str, Any]:
+    """A soak's report keys: RSS (None for a server the bench did not start), sessions, errors, latency, CPU."""
+    results = [r for _, r in run.sessions]
+    audio_s = sum(seconds for seconds, r in run.sessions if not r.refused)
+    samples, warmup = run.samples, soak_warmup(soak_s, run.loop_s)
+    slope = rss_slope(samples, warmup) if samples else None
+
+    def rss_at(index: int) -> float | None:
+        return round(samples[index][1], 1) if samples else None
+
+    return {
+        "soak_seconds": soak_s,
+        "soak_elapsed_s": round(run.elapsed_s, 1),
+        "rss_samples": [[round(t, 1), round(mb, 1)] for t, mb in samples] if samples else None,
+        "rss_sample_every_s": soak_sample_every(soak_s),
+        "rss_warmup_s": round(warmup, 1),
+        "rss_slope_mb_per_hour": round(slope, 2) if slope is not None else None,
+        "rss_start_mb": rss_at(0),
+        "rss_end_mb": rss_at(-1),
+        "rss_peak_mb": round(max(mb for _, mb in samples), 1) if samples else None,
+        "sessions_completed": sum(not r.refused and not r.error for r in results),
+        "sessions_refused": sum(r.refused for r in results),
+        "sessions_failed": sum(bool(r.error) for r in results),
+        "errors": [r.error for r in results if r.error],
+        "latency_ms": percentiles_ms([x for r in results for x in r.latencies]),
+        "partial_latency_ms": percentiles_ms([x for r in results for x in r.partial_latencies], ("p50", "p95")),
+        "audio_s_streamed": round(audio_s, 1),
+        "cpu_percent": round(100 * run.core_s / run.elapsed_s, 1) if run.core_s is not None else None,
+        "core_seconds_per_audio_second": round(run.core_s / audio_s, 3) if run.core_s is not None and audio_s else None,
     }
 
 
@@ -629,3 +853,61 @@ def plot(report: dict[str, Any], out: str | os.PathLike[str]) -> None:
     detail = f"{report['server']} ({report.get('cpu_count')} CPUs)"
     ax.set_title(head + "\n" + "\n".join(textwrap.wrap(detail, 90)), fontsize=10)
     fig.savefig(out, dpi=120, format="png")
+
+
+def soak_markdown(report: dict[str, Any]) -> str:
+    """A soak's short summary: one table row, and what the RSS figures cover."""
+    lat, slope = report["latency_ms"], report["rss_slope_mb_per_hour"]
+    rss = (f"{report['rss_start_mb']}/{report['rss_end_mb']}/{report['rss_peak_mb']}"
+           if report["rss_samples"] else "unknown")
+    lines = ["| soak s | streams | sessions completed | refused | failed | latency p50/p95/max ms "
+             "| server RSS start/end/peak MB | RSS slope MB/h | server CPU % |",
+             "|---|---|---|---|---|---|---|---|---|",
+             f"| {report['soak_elapsed_s']} | {report['streams']} | {report['sessions_completed']} "
+             f"| {report['sessions_refused']} | {report['sessions_failed']} | {lat['p50']}/{lat['p95']}/{lat['max']} "
+             f"| {rss} | {'-' if slope is None else slope} | {report['cpu_percent'] or '-'} |"]
+    if report["rss_samples"]:
+        lines.append(f"\nRSS slope: least squares over the {len(report['rss_samples'])} samples "
+                     f"(every {report['rss_sample_every_s']:g} s) after a {report['rss_warmup_s']:g} s warm-up.")
+    else:
+        lines.append("\nServer RSS unknown: the bench did not start this server.")
+    return "\n".join(lines)
+
+
+def plot_soak(report: dict[str, Any], out: str | os.PathLike[str]) -> bool:
+    """A PNG of the server's RSS over a soak, the warm-up shaded and the fitted slope drawn.
+
+    False (and nothing written) when the RSS is unknown: a server the bench did not start.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    samples, slope, warmup = report["rss_samples"], report["rss_slope_mb_per_hour"], report["rss_warmup_s"]
+    if not samples:
+        log.warning("no RSS plot: the server's RSS is unknown (the bench did not start it)")
+        return False
+    t, mb = np.array(samples, float).T
+    fig = Figure(figsize=(8, 5), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    unit, per = ("min", 60) if t[-1] >= 600 else ("s", 1)
+    ax.plot(t / per, mb, ".-", color="tab:blue", label="server RSS")
+    ax.axvspan(0, warmup / per, color="grey", alpha=0.15, label=f"warm-up ({warmup:g} s, not fitted)")
+    after = t >= warmup
+    if slope is not None and after.sum() >= 2:
+        fitted = mb[after].mean() + slope / 3600 * (t[after] - t[after].mean())
+        ax.plot(t[after] / per, fitted, "--", color="tab:red", label=f"least squares: {slope:+.1f} MB/h")
+    low, high = float(mb.min()), float(mb.max())
+    margin = max(10.0, 0.1 * (high - low))
+    ax.set_ylim(low - margin, high + margin)
+    ax.set_xlabel(f"time since the soak began ({unit})")
+    ax.set_ylabel("RSS (MB)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="lower right", fontsize=9)
+    lat = report["latency_ms"]
+    ax.set_title(f"woasr bench --soak {report['soak_seconds']:g}: {report['streams']} looping streams, "
+                 f"model {report.get('model') or 'unknown'}\nsessions: {report['sessions_completed']} completed, "
+                 f"{report['sessions_refused']} refused, {report['sessions_failed']} failed; "
+                 f"committed p50/p95 {lat['p50']}/{lat['p95']} ms", fontsize=10)
+    fig.savefig(out, dpi=120, format="png")
+    return True
