@@ -349,7 +349,9 @@ def test_not_ready_is_503_with_retry_after() -> None:
     """In-process app over a service whose model has not loaded yet."""
     from woasr.transports.web.app import create_app
 
-    loading = types.SimpleNamespace(ready=False, asr=None, active_sessions=0)
+    from woasr.server.access import Tokens
+
+    loading = types.SimpleNamespace(ready=False, asr=None, active_sessions=0, tokens=Tokens())
     with TestClient(create_app(loading)) as client:
         response = client.post(ENDPOINT, files={"file": ("clip.wav", b"RIFF....")}, data={"model": "whisper-1"})
         assert_openai_error(response, 503, None, "model_not_ready")

@@ -306,6 +306,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from woasr.asr.models import resolve_model
     from woasr.engine.sizing import worker_layout
+    from woasr.server.access import Tokens
     from woasr.server.config import ServerConfig
     from woasr.server.main import serve_forever
     from woasr.server.service import ModelLoadFailed, StreamingService
@@ -325,6 +326,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         rest_max_seconds=args.rest_max_seconds, max_backlog_s=args.max_backlog,
         max_sessions_per_address=args.max_sessions_per_address,
         allowed_origins=tuple(o for o in args.allowed_origins.split(",") if o.strip()),
+        tokens=Tokens.load(env("STREAM_TOKEN"), args.tokens_file),
+        ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile,
     )
     log.info(
         "configuration: host=%s tcp_port=%d ws_port=%d model=%s lang=%s backend=%s min_chunk=%g beam=%d "
@@ -356,14 +359,17 @@ def client_transport(args: argparse.Namespace, display: TerminalDisplay) -> Tran
     if not args.ws:
         from woasr.clients.tcp_client import TcpTransport
 
-        return TcpTransport(args.host, args.port, display)
+        try:
+            return TcpTransport(args.host, args.port, display, token=args.token)
+        except ValueError as exc:  # a token the AUTH line cannot carry
+            raise UserInputError(f"--token: {exc}") from exc
     from websockets.exceptions import InvalidURI
 
     from woasr.clients.ws_client import WsTransport
 
     try:
         # Partials only where someone watches them: a terminal, not a pipe.
-        return WsTransport(args.ws, display, {"partials": True} if display.live else None)
+        return WsTransport(args.ws, display, {"partials": True} if display.live else None, token=args.token)
     except InvalidURI as exc:
         raise UserInputError(f"--ws: {exc}") from exc
 
@@ -564,6 +570,15 @@ def _add_listen_args(serve: argparse.ArgumentParser) -> None:
                             "default: none). Clients that send no Origin header are not affected")
     serve.add_argument("--max-sessions-per-address", type=int, default=0,
                        help="concurrent sessions one client address may hold (default: 0 = no limit)")
+    serve.add_argument("--tokens-file", default=None, metavar="PATH",
+                       help="require a token from every client: one per line ('#' comments), added to those of "
+                            "env STREAM_TOKEN (comma-separated). WebSocket/REST: Authorization: Bearer or "
+                            "?token=; TCP: a first line AUTH <token> (default: no authentication)")
+    serve.add_argument("--ssl-certfile", default=None, metavar="PEM",
+                       help="serve the WebSocket/HTTP port over TLS (wss://, https://) with this certificate; "
+                            "TCP stays plain (default: no TLS)")
+    serve.add_argument("--ssl-keyfile", default=None, metavar="PEM",
+                       help="the certificate's private key, if not in --ssl-certfile")
 
 
 def _add_session_lifetime_args(serve: argparse.ArgumentParser) -> None:
@@ -629,6 +644,10 @@ def _add_client_server_args(client: argparse.ArgumentParser) -> None:
     client.add_argument("--ws", default=None, metavar="URL",
                         help="use WebSocket instead of TCP, e.g. ws://127.0.0.1:43008/ (lossless reconnect; "
                              "on a terminal the partial is shown in place)")
+    client.add_argument("--token", default=env("STREAM_TOKEN"),
+                        help="the token a server with authentication requires, sent as Authorization: Bearer "
+                             "(WebSocket) or a first line AUTH <token> (TCP) on every connection; prefer env "
+                             "STREAM_TOKEN, which other users cannot see (default: none)")
 
 
 def _add_client_source_args(client: argparse.ArgumentParser) -> None:

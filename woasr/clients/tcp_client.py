@@ -5,7 +5,7 @@ Raw PCM16LE goes out, ``<beg_ms> <end_ms> <text>`` lines (and ``ERROR <code>
 carries no acknowledgement, so audio written to a connection just before it
 broke may be lost, and a reconnect starts a new server session whose
 timestamps restart at 0. The WebSocket transport (:mod:`woasr.clients.ws_client`)
-is the lossless one.
+is the lossless one. A server that requires a token gets the line ``AUTH <token>`` first.
 """
 
 from __future__ import annotations
@@ -14,19 +14,26 @@ import asyncio
 
 from woasr.clients.reconnect import Connection, Listener
 from woasr.protocol.events import Error, Final
-from woasr.protocol.tcp import LineDecoder
+from woasr.protocol.tcp import LineDecoder, encode_auth
 
 
 class TcpTransport:
-    """Connections to ``host:port``; every line they receive goes to ``listener``."""
+    """Connections to ``host:port``; every line they receive goes to ``listener``.
 
-    def __init__(self, host: str, port: int, listener: Listener) -> None:
+    With a ``token``, each connection (every reconnect too) starts with the line ``AUTH <token>``;
+    ``ValueError`` at once for a token that line cannot carry.
+    """
+
+    def __init__(self, host: str, port: int, listener: Listener, token: str | None = None) -> None:
         self.host, self.port = host, port
         self.address = f"{host}:{port}"
         self.listener = listener
+        self.auth = encode_auth(token) if token is not None else b""
 
     async def connect(self) -> TcpConnection:
         reader, writer = await asyncio.open_connection(self.host, self.port)
+        if self.auth:
+            writer.write(self.auth)  # goes out with the first audio block
         return TcpConnection(reader, writer, self.listener)
 
 

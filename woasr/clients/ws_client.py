@@ -46,20 +46,27 @@ CLOSE_MESSAGE = encode_command(Close())
 
 
 class WsTransport:
-    """Connections to a WebSocket ``url``; ``config`` fields (e.g. ``partials``) are sent first if any."""
+    """Connections to a WebSocket ``url``; ``config`` fields (e.g. ``partials``) are sent first if any.
+
+    A ``token`` goes in every handshake as ``Authorization: Bearer`` (never in the URL, where
+    proxies log it). A ``wss://`` URL verifies the server's certificate against the system's
+    authorities (``SSL_CERT_FILE`` names another bundle, e.g. a self-signed certificate).
+    """
 
     def __init__(self, url: str, listener: Listener, config: dict[str, Any] | None = None,
-                 open_timeout: float = 10.0) -> None:
+                 open_timeout: float = 10.0, token: str | None = None) -> None:
         parse_uri(url)  # InvalidURI at once rather than on every attempt
         self.url = self.address = url
         self.listener = listener
         self.config = config or {}
         self.open_timeout = open_timeout
+        self.headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
 
     async def connect(self) -> WsConnection:
         try:
             # Audio does not compress: no permessage-deflate, no CPU spent on it either side.
-            ws = await connect(self.url, open_timeout=self.open_timeout, close_timeout=2.0, compression=None)
+            ws = await connect(self.url, open_timeout=self.open_timeout, close_timeout=2.0, compression=None,
+                               additional_headers=self.headers)
         except (InvalidHandshake, TimeoutError) as exc:
             raise ConnectionError(f"handshake failed: {exc}") from exc
         if self.config:

@@ -4,6 +4,8 @@ Each committed final is one line ``<beg_ms> <end_ms> <text>``; an error is
 ``ERROR <code> <message>``. Nothing else is sent: no greeting, no partials.
 Encoder and line decoder live here side by side, used by the server and by
 :mod:`woasr.clients.tcp_client`. A client half-closes to say its audio ended.
+When the server requires a token, the client's first bytes are the line
+``AUTH <token>`` (:func:`encode_auth`, :func:`decode_auth`); its audio follows at once.
 """
 
 from __future__ import annotations
@@ -14,6 +16,35 @@ from woasr.core.records import Word
 from woasr.protocol.events import Error, Event, Final
 
 log = logging.getLogger(__name__)
+
+AUTH = b"AUTH "
+MAX_AUTH_LINE = 1024
+"""Longest first line the server reads looking for ``AUTH <token>`` (newline excluded)."""
+
+
+def encode_auth(token: str) -> bytes:
+    """The first line a client sends when the server requires a token.
+
+    Raises ``ValueError`` for a token the line cannot carry (empty, whitespace or control
+    characters inside, longer than :data:`MAX_AUTH_LINE`).
+    """
+    line = AUTH + token.encode()
+    if not token or not token.isprintable() or any(c.isspace() for c in token) or len(line) > MAX_AUTH_LINE:
+        raise ValueError(f"a token must be non-empty printable text without spaces, "
+                         f"at most {MAX_AUTH_LINE - len(AUTH)} bytes")
+    return line + b"\n"
+
+
+def decode_auth(line: bytes) -> str | None:
+    """The token of a first line ``AUTH <token>`` (without its newline; a ``\\r`` before it is
+    tolerated); None if it is not one."""
+    if not line.startswith(AUTH) or len(line.rstrip(b"\r")) > MAX_AUTH_LINE:
+        return None
+    try:
+        token = line[len(AUTH):].decode().strip()
+    except UnicodeDecodeError:
+        return None
+    return token or None
 
 
 def encode_event(event: Event) -> bytes | None:

@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import hmac
+import logging
 from collections import Counter
 from collections.abc import Collection
+from pathlib import Path
 from urllib.parse import urlsplit
+
+from woasr.config import UserInputError
+from woasr.protocol.tcp import encode_auth
+
+log = logging.getLogger(__name__)
 
 ANY_ORIGIN = "*"
 
@@ -31,6 +38,45 @@ class Tokens:
 
     def __init__(self, tokens: Collection[str] = ()) -> None:
         self._tokens = tuple(t for t in tokens if t)
+
+    @staticmethod
+    def load(variable: str | None, path: str | None) -> tuple[str, ...]:
+        """The tokens of ``STREAM_TOKEN`` (comma-separated) and of a tokens file (one per line,
+        ``#`` comment lines and blank lines skipped); logs once whether authentication is on.
+
+        A file that cannot be read, holds no token, or a token no client could send (spaces,
+        control characters) is the operator's to fix: :class:`UserInputError`, naming where it
+        is but never the token itself.
+        """
+        tokens = [(f"STREAM_TOKEN entry {n}", t.strip())
+                  for n, t in enumerate((variable or "").split(","), 1) if t.strip()]
+        if path is not None:
+            try:
+                lines = Path(path).read_text(encoding="utf-8").splitlines()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise UserInputError(f"--tokens-file: cannot read {path}: {exc}") from exc
+            found = [(f"{path} line {n}", line.strip()) for n, line in enumerate(lines, 1)
+                     if line.strip() and not line.strip().startswith("#")]
+            if not found:
+                raise UserInputError(f"--tokens-file: {path} holds no token (one per line; # comments)")
+            tokens += found
+        for where, token in tokens:
+            try:
+                encode_auth(token)  # every token must fit TCP's AUTH line and an HTTP header
+            except ValueError as exc:
+                raise UserInputError(f"{where}: {exc}") from None
+        log.info("authentication %s", f"on: {len(tokens)} token(s)" if tokens else "off (no STREAM_TOKEN, "
+                 "no --tokens-file)")
+        return tuple(token for _, token in tokens)
+
+    @staticmethod
+    def presented(authorization: str | None, query_token: str | None) -> str | None:
+        """The token a web client presents: ``Authorization: Bearer <token>``, else ``?token=``
+        (browsers cannot set headers on a WebSocket)."""
+        scheme, _, credentials = (authorization or "").strip().partition(" ")
+        if scheme.lower() == "bearer" and credentials.strip():
+            return credentials.strip()
+        return query_token or None
 
     @property
     def required(self) -> bool:

@@ -35,6 +35,11 @@ class ServerConfig:
     tokens: tuple[str, ...] = ()
     """Tokens a client must present (WebSocket/HTTP ``Authorization: Bearer`` or ``?token=``, TCP a first
     line ``AUTH <token>``); empty = no authentication."""
+    ssl_certfile: str | None = None
+    """TLS certificate (PEM) for the WebSocket/HTTP port (then ``wss://``, ``https://``); None = plain.
+    TCP stays plain: put a TLS terminator in front of it."""
+    ssl_keyfile: str | None = None
+    """The certificate's private key (PEM), if it is not in ``ssl_certfile``."""
     ws_max_frame: int = 1 << 20
     """Largest WebSocket message accepted, in bytes; a larger one closes with 1009."""
     ws_ping_interval: float = 20.0

@@ -23,9 +23,10 @@ from collections.abc import AsyncIterator, Iterator
 import prometheus_client
 import uvicorn
 
+from woasr.config import UserInputError
 from woasr.server.service import StreamingService
 from woasr.transports.tcp import start_tcp_server
-from woasr.transports.web.app import create_app
+from woasr.transports.web.app import create_app, redact_query_tokens
 
 log = logging.getLogger(__name__)
 metrics_log = logging.getLogger("woasr.metrics")
@@ -143,16 +144,28 @@ async def _log_metrics(service: StreamingService) -> None:
 
 
 def _web_server(service: StreamingService) -> _EmbeddedUvicorn:
+    """uvicorn on the WebSocket/HTTP port; with a certificate, TLS (``wss://``, ``https://``)."""
     config = service.config
+    if config.ssl_keyfile and not config.ssl_certfile:
+        raise UserInputError("--ssl-keyfile needs --ssl-certfile")
     uvicorn_config = uvicorn.Config(
         create_app(service), log_config=None, access_log=False, ws="websockets-sansio",
         ws_max_size=max(config.ws_max_frame * 4, 1 << 24), ws_ping_interval=config.ws_ping_interval,
         ws_ping_timeout=config.ws_ping_interval, lifespan="off", timeout_graceful_shutdown=config.drain_timeout,
+        ssl_certfile=config.ssl_certfile, ssl_keyfile=config.ssl_keyfile,
     )
+    if config.ssl_certfile:
+        try:  # now, so that a wrong certificate or key stops the server with one line, not at the first request
+            uvicorn_config.load()
+        except OSError as exc:  # ssl.SSLError included
+            raise UserInputError(f"--ssl-certfile/--ssl-keyfile: cannot load the certificate: {exc}") from exc
+    logging.getLogger("uvicorn.error").addFilter(redact_query_tokens)  # it logs ?token= with each handshake
     web = _EmbeddedUvicorn(uvicorn_config)
     web.listening = socket.create_server((config.host, config.ws_port))
     host, port = config.host, web.listening.getsockname()[1]
-    log.info("HTTP listening on %s:%d (WebSocket ws://%s:%d/ and /v1/listen, page, REST)", host, port, host, port)
-    print(f"listening ws://{host}:{port}/", flush=True)
-    print(f"page http://{host}:{port}/", flush=True)
+    ws, http = ("wss", "https") if config.ssl_certfile else ("ws", "http")
+    log.info("HTTP listening on %s:%d (WebSocket %s://%s:%d/ and /v1/listen, page, REST%s)", host, port, ws, host,
+             port, ", TLS" if config.ssl_certfile else "")
+    print(f"listening {ws}://{host}:{port}/", flush=True)
+    print(f"page {http}://{host}:{port}/", flush=True)
     return web

@@ -11,11 +11,13 @@ import asyncio
 
 from woasr.protocol.ending import Ending, InputEnded
 from woasr.protocol.events import Event
-from woasr.protocol.tcp import encode_events
+from woasr.protocol.tcp import MAX_AUTH_LINE, decode_auth, encode_events
 from woasr.server.lifecycle import Input, serve_session
 from woasr.server.service import StreamingService
 
 READ_SIZE = 64 * 1024
+AUTH_TIMEOUT_S = 5.0
+"""How long a client that must authenticate has to send its ``AUTH <token>`` line."""
 
 
 class TcpConnection:
@@ -30,9 +32,30 @@ class TcpConnection:
         self.address = str(peer[0]) if isinstance(peer, tuple) else None
 
     async def token(self) -> str | None:
-        raise NotImplementedError("TCP authentication: a first line AUTH <token>")
+        """The token of the first line, ``AUTH <token>``; None if the client sends something else,
+        nothing within :data:`AUTH_TIMEOUT_S`, or no newline within :data:`MAX_AUTH_LINE` bytes.
+
+        Bytes read past the line are the client's first audio: kept for :meth:`receive`.
+        """
+        buffer = b""
+        try:
+            async with asyncio.timeout(AUTH_TIMEOUT_S):
+                while b"\n" not in buffer and len(buffer) <= MAX_AUTH_LINE:
+                    if not (data := await self.reader.read(READ_SIZE)):
+                        break
+                    buffer += data
+        except (TimeoutError, ConnectionError):
+            pass
+        line, newline, self._pending = buffer.partition(b"\n")
+        return decode_auth(line) if newline else None
+
+    _pending = b""
+    """Audio that arrived with the AUTH line, returned by the first :meth:`receive`."""
 
     async def receive(self) -> tuple[Input]:
+        if self._pending:
+            data, self._pending = self._pending, b""
+            return (data,)
         data = await self.reader.read(READ_SIZE)
         return (data or InputEnded(Ending.FINISHED, "finished"),)
 

@@ -14,7 +14,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from woasr.protocol.ending import Ending
 from woasr.protocol.events import Event, echo
 from woasr.protocol.websocket import CloseCode, close_frame, decode_audio_message, decode_client_text, encode_event
-from woasr.server.access import origin_allowed
+from woasr.server.access import Tokens, origin_allowed
 from woasr.server.lifecycle import Input, PeerGone, serve_session
 from woasr.server.service import StreamingService
 
@@ -32,7 +32,9 @@ class WebSocketConnection:
         self.address = client.host if client else None
 
     async def token(self) -> str | None:
-        raise NotImplementedError("WebSocket authentication: Authorization: Bearer or ?token=")
+        """``Authorization: Bearer <token>`` from the handshake, else ``?token=`` (all a browser can send)."""
+        return Tokens.presented(self.websocket.headers.get("authorization"),
+                                self.websocket.query_params.get("token"))
 
     async def receive(self) -> Sequence[Input]:
         message = await self.websocket.receive()

@@ -130,6 +130,10 @@ function socketUrl() {
   // Relative to the page, so it also works behind a proxy path; wss under https.
   const url = new URL("v1/listen", location.href);
   url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
+  // A server with authentication: open the page as /?token=..., the socket carries it on
+  // (a browser cannot set an Authorization header on a WebSocket).
+  const token = new URLSearchParams(location.search).get("token");
+  if (token) url.searchParams.set("token", token);
   return url.href;
 }
 
