@@ -28,6 +28,7 @@ from woasr.protocol.tcp import decode_auth, encode_auth
 from woasr.tools.textnorm import count_errors, normalize_text
 
 from tests.servers import ROOT, WOASR, ServerProcess, free_port, line_text
+from tests.test_ws import receive_all
 
 pytestmark = pytest.mark.model
 
@@ -53,17 +54,6 @@ def server(tmp_path_factory):
         yield proc
         assert proc.alive(), proc.text
         assert FILE_TOKEN not in proc.text and ENV_TOKEN not in proc.text and WRONG not in proc.text
-
-
-async def receive_all(ws) -> list[dict]:
-    """Every message until the server closes (with any code)."""
-    messages = []
-    try:
-        async for message in ws:
-            messages.append(json.loads(message))
-    except websockets.ConnectionClosedError:
-        pass
-    return messages
 
 
 async def ws_session(url: str, pcm: bytes, ssl_context: ssl.SSLContext | None = None,
