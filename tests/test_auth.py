@@ -178,6 +178,11 @@ def test_client_with_a_token_streams_end_to_end(server, manifest, transport):
         assert result.returncode == 0, result.stderr
         assert "modern" in normalize_text(line_text(result.stdout)), result.stdout + result.stderr
         assert "unauthorized" not in result.stderr
+    # A wrong token is final: one line and exit 1, no reconnecting with backoff.
+    wrong = subprocess.run([*WOASR, "client", *where, "--file", str(manifest[SHORT].path), "--fast",
+                            "--token", "wrong"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert wrong.returncode == 1 and "refused" in wrong.stderr, wrong.stderr
+    assert "retry" not in wrong.stderr and "reconnecting" not in wrong.stderr, wrong.stderr
 
 
 def test_an_unreadable_tokens_file_stops_the_server_with_one_line(tmp_path):
@@ -213,6 +218,8 @@ def test_the_page_hands_its_own_token_to_its_socket(server, manifest, tmp_path):
             refused.click("#toggle")
             refused.wait_for_function("() => window.woasr.errors.some(e => e.includes('unauthorized'))",
                                       timeout=30_000)
+            wait_for_status(refused, "stopped", timeout=10)  # refused for good: no retrying
+            assert any("refused this page" in e for e in state(refused)["errors"])
         finally:
             browser.close()
 

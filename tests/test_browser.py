@@ -17,6 +17,7 @@ import pytest
 
 from woasr.tools.textnorm import count_errors, normalize_text
 
+from tests.proxy import CuttingProxy
 from tests.servers import ROOT, ServerProcess, free_port
 
 pytestmark = [pytest.mark.model, pytest.mark.browser]
@@ -221,3 +222,34 @@ def test_page_reconnects_after_a_server_restart(playwright, clip, artifacts):
     text = " ".join(f["text"] for f in finals)
     assert count_errors(reference, text).rate < 0.15, finals
     assert done["lostMs"] == 0
+
+
+def test_page_resumes_its_session_after_dropped_connections(playwright, clip):
+    """A proxy resets the page's connection three times mid-clip: the page resumes the same server
+    session each time, resends only what the server did not get, and the transcript is whole."""
+    wav, seconds, reference = clip
+    port = free_port()
+    browser = launch(playwright, wav)
+    try:
+        with ServerProcess(server_args(port)) as server, CuttingProxy(port) as proxy:
+            page = open_page(browser, f"http://127.0.0.1:{proxy.port}/")
+            page.click("#toggle")
+            wait_for_words(page, ["fellow"], timeout=90, server=server)
+            for resumed in range(1, 4):
+                assert proxy.cut(), "the page had no connection open"
+                page.wait_for_function("(n) => window.woasr.resumes >= n && window.woasr.status === 'live'",
+                                       arg=resumed, timeout=30_000)
+                time.sleep(0.7)
+            wait_for_clip_end(page, seconds)
+            page.click("#toggle")
+            wait_for_status(page, "stopped", timeout=60)
+            done = state(page)
+            log = server.text
+    finally:
+        browser.close()
+    assert done["resumes"] == 3 and done["sessions"] == 1, done
+    assert len(re.findall(r"session ws-1 resumed", log)) == 3, log
+    finals = done["finals"]
+    check_times(finals, (seconds + SILENCE_S + 2) * 1000)
+    assert count_errors(reference, " ".join(f["text"] for f in finals)).rate < 0.15, finals
+    assert done["lostMs"] == 0 and not done["errors"], done

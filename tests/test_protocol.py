@@ -5,7 +5,7 @@ import pytest
 from woasr.core.language import UnsupportedLanguage, resolve_language
 from woasr.core.records import Word
 from woasr.protocol import tcp, websocket
-from woasr.protocol.commands import Close, Configure, Flush
+from woasr.protocol.commands import Close, Configure, Flush, Resume
 from woasr.protocol.ending import Ending
 from woasr.protocol.events import (
     Configured,
@@ -14,6 +14,7 @@ from woasr.protocol.events import (
     Flushed,
     Partial,
     Ready,
+    Resumed,
     SessionOptions,
     SpeechStarted,
     UtteranceEnded,
@@ -23,7 +24,10 @@ WORDS = (Word(0.5, 0.9, " Hello", 0.912), Word(0.9, 1.25, " world.", 0.5))
 OPTIONS = SessionOptions("en", "names: Ada", 0.5, True, True, True)
 EVENTS = [
     Ready("ws-1", "tiny.en", OPTIONS, {"beam_size": 5, "agreement": 2}),
+    Ready("ws-2", "tiny.en", OPTIONS, resume_token="secret"),
+    Resumed("ws-2", 48000, 2),
     Final(3, WORDS, lag_s=1.234),
+    Final(4, WORDS, lag_s=0.5, received_samples=32000),
     Final(0, (Word(0.0, 0.4, "你好"), Word(0.4, 0.8, "世界"))),  # no spaces between words
     Partial(WORDS[:1], 0.5),
     Partial((), 1.25),  # clears the display
@@ -56,7 +60,8 @@ def test_unknown_server_types_are_skipped_and_garbage_is_an_error():
         websocket.decode_server_message("not json")
 
 
-@pytest.mark.parametrize("command", [Flush(), Close(), Configure({"partials": True, "language": "de"})],
+@pytest.mark.parametrize("command", [Flush(), Close(), Configure({"partials": True, "language": "de"}),
+                                     Resume("ws-2", "secret", 4), Resume("ws-3", "t", -1)],
                          ids=lambda c: type(c).__name__)
 def test_client_commands_decode_to_what_the_client_encoded(command):
     assert websocket.decode_client_text(websocket.encode_command(command)) == command
@@ -64,6 +69,9 @@ def test_client_commands_decode_to_what_the_client_encoded(command):
 
 @pytest.mark.parametrize("text,code", [
     ("hello", "bad_message"), ("[1]", "bad_message"), ('{"type":"dance"}', "unknown_type"),
+    ('{"type":"resume","session_id":"ws-1"}', "resume_failed"),
+    ('{"type":"resume","session_id":"ws-1","token":"t","last_seq":-2}', "resume_failed"),
+    ('{"type":"resume","session_id":"ws-1","token":"t","last_seq":true}', "resume_failed"),
 ])
 def test_bad_client_text_is_an_error_to_send_back(text, code):
     result = websocket.decode_client_text(text)

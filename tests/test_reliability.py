@@ -192,7 +192,7 @@ def test_a_model_failure_is_an_error_and_close_1011_and_others_go_on():
             raise RuntimeError("CUDA out of memory (injected)")
 
     class Scripted:
-        transport, peer, address = "ws", "test", "127.0.0.1"
+        transport, peer, address, resumable = "ws", "test", "127.0.0.1", True
 
         def __init__(self):
             self.inputs = [(b"\0\0" * 16000,), (b"\0\0" * 16000,)]

@@ -210,3 +210,12 @@ def test_client_ctrl_c_sends_what_it_has_and_prints_the_last_lines(server, manif
     text = normalize_text(transcript(out.splitlines()))
     assert "fellow americans" in text, out
     assert "for your country" not in text  # it stopped early, and said what it had
+
+
+def test_an_auth_line_sent_to_a_server_without_auth_is_not_taken_for_audio(server, manifest):
+    """A client configured with a token (9 bytes: odd) must not shift every sample of its stream."""
+    from woasr.protocol.tcp import encode_auth
+
+    lines = stream(server.port, encode_auth("tok") + pcm_of(manifest, JFK))
+    assert count_errors(manifest[JFK].reference, transcript(lines)).rate < 0.2, lines
+    assert "ignored its AUTH line" in server.text

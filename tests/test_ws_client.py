@@ -113,6 +113,7 @@ def test_reconnect_resends_uncommitted_audio_and_times_go_on(manifest, tmp_path)
         client.kill()
     assert client.returncode == 0, err
     assert "reconnecting" in err or "cannot connect" in err, err
+    assert "could not resume" in err, err  # a restarted server holds no session: a new one, losslessly
     assert "session ws-1 end" in second_log  # the rest went to a new session
     lines = parse_lines(out)
     assert_times_increase(lines)

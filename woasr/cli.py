@@ -65,6 +65,7 @@ def _is_language(code: str) -> bool:
 
 
 positive_seconds = checked(float, "a number of seconds > 0", lambda v: math.isfinite(v) and v > 0)
+seconds_or_zero = checked(float, "a number of seconds >= 0", lambda v: math.isfinite(v) and v >= 0)
 at_least_one = checked(int, "a whole number >= 1", lambda v: v >= 1)
 not_negative = checked(int, "a whole number >= 0", lambda v: v >= 0)
 backend_name = checked(str, f"one of: {', '.join(BACKENDS)}", lambda v: v in BACKENDS)
@@ -324,6 +325,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         vad=vad_settings(args, always=True),
         metrics_port=args.metrics_port, metrics_log_interval=args.metrics_log_interval,
         rest_max_seconds=args.rest_max_seconds, max_backlog_s=args.max_backlog,
+        resume_window=args.resume_window,
         max_sessions_per_address=args.max_sessions_per_address,
         allowed_origins=tuple(o for o in args.allowed_origins.split(",") if o.strip()),
         tokens=Tokens.load(env("STREAM_TOKEN"), args.tokens_file),
@@ -394,7 +396,7 @@ def cmd_client(args: argparse.Namespace) -> int:
 
     from woasr.audio_io import check_audio
     from woasr.clients.display import TerminalDisplay
-    from woasr.clients.reconnect import Backoff, GaveUp, SourceFailed, stream
+    from woasr.clients.reconnect import Backoff, GaveUp, Rejected, SourceFailed, stream
     from woasr.clients.ring import BYTES_PER_SECOND
     from woasr.clients.sources import file_source, mic_source
 
@@ -431,7 +433,7 @@ def cmd_client(args: argparse.Namespace) -> int:
 
     try:
         return asyncio.run(run())
-    except (GaveUp, SourceFailed) as exc:
+    except (GaveUp, Rejected, SourceFailed) as exc:
         log.error("%s", exc)
         return 1
     finally:
@@ -594,6 +596,9 @@ def _add_session_lifetime_args(serve: argparse.ArgumentParser) -> None:
                        help="seconds of received audio a session may hold unprocessed; past it the server stops "
                             "reading that connection until it catches up, so a fast sender is slowed by its own "
                             "flow control and nothing is dropped (default: 5; 0 = unbounded)")
+    serve.add_argument("--resume-window", type=seconds_or_zero, default=30.0,
+                       help="seconds a WebSocket session whose connection dropped is kept for the client to "
+                            "resume it without losing or repeating text (default: 30; 0 = no resume)")
 
 
 def _add_capacity_args(serve: argparse.ArgumentParser) -> None:

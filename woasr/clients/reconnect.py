@@ -14,7 +14,9 @@ lost: the audio the connection calls :meth:`~Connection.unacknowledged` goes
 back to the front of the ring, and the loop reconnects and goes on sending
 from the ring. TCP acknowledges nothing (audio in flight is lost); the
 WebSocket connection keeps what it sent after its last final, which makes its
-reconnect lossless.
+reconnect lossless, and resumes the server session when the server still
+holds it (then only the audio the server did not receive is sent again).
+A server that refuses the client for good (a wrong token) raises :class:`Rejected`.
 
 A failed connect, and a connection lost before the server committed anything
 on it, count as failures in a row: each waits :meth:`Backoff.delay`, and after
@@ -58,6 +60,10 @@ class GaveUp(ConnectionError):
     """The server stayed unreachable (or kept dropping us) for every allowed attempt."""
 
 
+class Rejected(RuntimeError):
+    """The server refused this client for good (a missing or wrong token): retrying cannot help."""
+
+
 class SourceFailed(RuntimeError):
     """The audio source (microphone, file) stopped with an error."""
 
@@ -81,6 +87,9 @@ class Connection(ABC):
 
     progressed = False
     """The server committed something on this connection (a final arrived)."""
+    resumed_at: int | None = None
+    """Set on a connection that resumed the previous one's server session: the stream offset
+    (bytes) before which the server already holds the audio, so it is not sent again."""
 
     @abstractmethod
     async def send(self, offset: int, block: bytes) -> None:
@@ -97,6 +106,10 @@ class Connection(ABC):
     def unacknowledged(self) -> list[Block]:
         """Blocks sent that the server's output does not cover yet: sent again after a reconnect."""
         return []
+
+    def held(self, blocks: list[Block]) -> None:
+        """Blocks before :attr:`resumed_at`: the server holds them, but they stay unacknowledged."""
+        return None
 
     @abstractmethod
     async def close(self) -> None:
@@ -140,6 +153,8 @@ async def stream(
                 await failures.fail(f"cannot connect ({exc})")
                 continue
             log.info("connected to %s", transport.address)
+            if connection.resumed_at is not None:
+                connection.held(ring.take_before(connection.resumed_at))
             lost = await _run_connection(connection, ring, wake, source_done)
             if lost is None:
                 _raise_if_failed(capturing)
@@ -241,5 +256,8 @@ async def _run_connection(
 
 
 def _why(receiving: asyncio.Task[None]) -> str:
+    """Why the connection was lost; raises :class:`Rejected` if the server refused the client."""
     error = receiving.exception()
+    if isinstance(error, Rejected):
+        raise error
     return str(error) if error else "the server closed the connection"

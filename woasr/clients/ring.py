@@ -59,6 +59,19 @@ class AudioRing:
             self._size -= len(dropped)
             self.dropped_bytes += len(dropped)
 
+    def take_before(self, offset: int) -> list[Block]:
+        """Remove and return the audio before stream ``offset`` (a block across it is split)."""
+        taken: list[Block] = []
+        while self._blocks and self._blocks[0][0] < offset:
+            start, data = self._blocks.popleft()
+            keep = max(0, start + len(data) - offset)
+            if keep:
+                self._blocks.appendleft((offset, data[-keep:]))
+                data = data[:-keep]
+            taken.append((start, data))
+            self._size -= len(data)
+        return taken
+
     def peek(self) -> Block:
         return self._blocks[0]
 

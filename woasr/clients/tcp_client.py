@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 
-from woasr.clients.reconnect import Connection, Listener
+from woasr.clients.reconnect import Connection, Listener, Rejected
 from woasr.protocol.events import Error, Final
 from woasr.protocol.tcp import LineDecoder, encode_auth
 
@@ -59,6 +59,8 @@ class TcpConnection(Connection):
     def _dispatch(self, event: Final | Error) -> None:
         if isinstance(event, Error):
             self.listener.error(event.code, event.message)
+            if event.code == "unauthorized":
+                raise Rejected(f"the server refused the token: {event.message}")
             return
         self.progressed = True
         self.listener.final(event.beg_ms, event.end_ms, event.text)

@@ -23,4 +23,17 @@ class Close:
     """No more audio: finish the session, send the last finals, then close."""
 
 
-Command = Flush | Configure | Close
+@dataclass(frozen=True, slots=True)
+class Resume:
+    """Attach this connection to a session whose connection dropped (WebSocket, first message only).
+
+    ``token`` is the session's ``resume_token`` from its ``ready``; ``last_seq`` the ``seq`` of the
+    last final the client got (-1: none). The server replays the later finals and says from which
+    sample to resend the audio."""
+
+    session_id: str
+    token: str
+    last_seq: int
+
+
+Command = Flush | Configure | Close | Resume

@@ -22,6 +22,9 @@ class Final:
     seq: int
     words: tuple[Word, ...]
     lag_s: float | None = None
+    received_samples: int | None = None
+    """Samples the session had received when this final was sent: an acknowledgement of the
+    audio the server holds (None where not known, e.g. from a seed server)."""
 
     @property
     def text(self) -> str:
@@ -138,6 +141,24 @@ class Ready:
     options: SessionOptions
     settings: Mapping[str, Any] = field(default_factory=dict)
     sample_rate: int = SAMPLE_RATE
+    resume_token: str | None = None
+    """The secret a client presents to resume this session after a dropped connection
+    (None: the session cannot be resumed, e.g. on TCP or with ``--resume-window 0``)."""
 
 
-Event = Ready | Final | Partial | Flushed | Configured | Error | SpeechStarted | UtteranceEnded
+@dataclass(frozen=True, slots=True)
+class Resumed:
+    """A dropped session was resumed on this connection: resend the audio from ``resume_from_sample``
+    on (the server holds every sample before it). The ``replayed`` finals the client missed follow."""
+
+    session_id: str
+    resume_from_sample: int
+    replayed: int
+
+
+RESUME_FAILED = "resume_failed"
+"""The :class:`Error` code of a resume the server cannot honour: the connection goes on as the new
+session its ``ready`` announced."""
+
+
+Event = Ready | Resumed | Final | Partial | Flushed | Configured | Error | SpeechStarted | UtteranceEnded

@@ -26,10 +26,18 @@ from woasr.core.audio import SAMPLE_RATE, pcm16le_to_float32
 from woasr.core.language import UnsupportedLanguage, resolve_language
 from woasr.core.processor import DEFAULT_MIN_CHUNK_S, OnlineASRProcessor
 from woasr.core.records import Transcription, TranscriptionRequest, Update, Word
-from woasr.core.vac import GateItem, Speech, UtteranceEnd, VoiceGate, feed_processor, item_samples
+from woasr.core.vac import (
+    GateItem,
+    Speech,
+    UtteranceEnd,
+    VoiceGate,
+    feed_processor,
+    item_samples,
+)
 from woasr.core.vad import SpeechStart, VadSettings
-from woasr.protocol.commands import Close, Command, Flush
+from woasr.protocol.commands import Close, Command, Configure, Flush
 from woasr.protocol.events import (
+    RESUME_FAILED,
     Configured,
     Error,
     Event,
@@ -141,7 +149,9 @@ class StreamSession:
         if isinstance(command, Close):
             self.close()
             return []
-        return self.configure(command.fields)
+        if isinstance(command, Configure):
+            return self.configure(command.fields)
+        return [Error(RESUME_FAILED, "resume is only accepted as the first message of a new connection")]
 
     def configure(self, fields: Mapping[str, object]) -> list[Event]:
         """Set options before the first audio; all fields apply, or none (with an error)."""
@@ -229,6 +239,16 @@ class StreamSession:
         self.state = advance(self.state, Move.CLOSE)
 
     # -- work ----------------------------------------------------------------
+    @property
+    def received_samples(self) -> int:
+        """Whole samples received so far (what a resumed connection need not send again)."""
+        return self._received_samples
+
+    @property
+    def next_seq(self) -> int:
+        """The ``seq`` the next final will carry."""
+        return self._seq
+
     @property
     def pending_s(self) -> float:
         """Seconds of audio received but not yet given to the model."""
@@ -320,7 +340,7 @@ class StreamSession:
         if not committed:
             return []
         latencies = [now - self.arrivals.arrival_of(w.end) for w in committed]
-        final = Final(self._seq, committed, lag_s=latencies[-1])
+        final = Final(self._seq, committed, lag_s=latencies[-1], received_samples=self._received_samples)
         self._seq += 1
         self.stats.committed_words += len(committed)
         self.stats.latencies += latencies

@@ -17,9 +17,10 @@ from typing import Any
 from websockets.frames import CloseCode
 
 from woasr.core.records import Word
-from woasr.protocol.commands import Close, Command, Configure, Flush
+from woasr.protocol.commands import Close, Command, Configure, Flush, Resume
 from woasr.protocol.ending import Ending, InputEnded
 from woasr.protocol.events import (
+    RESUME_FAILED,
     Configured,
     Error,
     Event,
@@ -27,6 +28,7 @@ from woasr.protocol.events import (
     Flushed,
     Partial,
     Ready,
+    Resumed,
     SessionOptions,
     SpeechStarted,
     UtteranceEnded,
@@ -97,13 +99,27 @@ def decode_client_text(text: str) -> Command | Error:
         return Close()
     if kind == "config":
         return Configure(message)
-    return Error("unknown_type", f"unknown message type {echo(kind)} (known: config, flush, close)")
+    if kind == "resume":
+        return _resume(message)
+    return Error("unknown_type", f"unknown message type {echo(kind)} (known: config, flush, close, resume)")
+
+
+def _resume(message: Mapping[str, Any]) -> Resume | Error:
+    session_id, token, last_seq = message.get("session_id"), message.get("token"), message.get("last_seq", -1)
+    if not isinstance(session_id, str) or not isinstance(token, str):
+        return Error(RESUME_FAILED, "resume needs a string 'session_id' and 'token' (the ready's resume_token)")
+    if isinstance(last_seq, bool) or not isinstance(last_seq, int) or last_seq < -1:
+        return Error(RESUME_FAILED, f"'last_seq' must be the last final's seq or -1, not {echo(last_seq)}")
+    return Resume(session_id, token, last_seq)
 
 
 def encode_command(command: Command) -> str:
     """A command as the client sends it."""
     if isinstance(command, Configure):
         return _dump({"type": "config", **command.fields})
+    if isinstance(command, Resume):
+        return _dump({"type": "resume", "session_id": command.session_id, "token": command.token,
+                      "last_seq": command.last_seq})
     return _dump({"type": "flush" if isinstance(command, Flush) else "close"})
 
 
@@ -128,13 +144,18 @@ def encode_event(event: Event) -> str:
     """The JSON text of one event."""
     match event:
         case Ready():
+            token = {"resume_token": event.resume_token} if event.resume_token is not None else {}
             return _dump({"type": "ready", "sample_rate": event.sample_rate, "session_id": event.session_id,
                           "model": event.model, "language": event.options.language,
-                          "settings": {**options_json(event.options), **event.settings}})
+                          "settings": {**options_json(event.options), **event.settings}, **token})
+        case Resumed():
+            return _dump({"type": "resumed", "session_id": event.session_id,
+                          "resume_from_sample": event.resume_from_sample, "replayed": event.replayed})
         case Final():
             lag = {"lag_ms": round(event.lag_s * 1000)} if event.lag_s is not None else {}
+            received = {"received_samples": event.received_samples} if event.received_samples is not None else {}
             return _dump({"type": "final", "beg_ms": event.beg_ms, "end_ms": event.end_ms, "text": event.text,
-                          "seq": event.seq, "words": _words_json(event.words), **lag})
+                          "seq": event.seq, "words": _words_json(event.words), **lag, **received})
         case Partial():
             return _dump({"type": "partial", "text": event.text, "beg_ms": event.beg_ms, "end_ms": event.end_ms,
                           "words": _words_json(event.words)})
@@ -153,13 +174,16 @@ def encode_event(event: Event) -> str:
 def decode_server_message(text: str) -> Event | None:
     """A server message as the event it encodes; None for a type this client does not know.
 
+    A final without ``seq`` (a seed server's) gets ``seq`` -1.
+
     Raises ``ValueError`` (or ``KeyError``/``TypeError``) for text that is not the protocol.
     """
     message = json.loads(text)
     kind = message["type"]
     if kind == "final":
-        lag = message.get("lag_ms")
-        return Final(int(message.get("seq", 0)), _words(message), None if lag is None else lag / 1000)
+        lag, received = message.get("lag_ms"), message.get("received_samples")
+        return Final(int(message.get("seq", -1)), _words(message), None if lag is None else lag / 1000,
+                     None if received is None else int(received))
     if kind == "partial":
         return Partial(_words(message), int(message["beg_ms"]) / 1000)
     if kind == "error":
@@ -167,7 +191,9 @@ def decode_server_message(text: str) -> Event | None:
     if kind == "ready":
         return Ready(str(message["session_id"]), str(message["model"]), _options(message["settings"]),
                      {k: v for k, v in message["settings"].items() if k not in _OPTION_KEYS},
-                     int(message["sample_rate"]))
+                     int(message["sample_rate"]), message.get("resume_token"))
+    if kind == "resumed":
+        return Resumed(str(message["session_id"]), int(message["resume_from_sample"]), int(message["replayed"]))
     if kind == "flushed":
         return Flushed()
     if kind == "speech_started":

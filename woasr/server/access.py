@@ -97,10 +97,12 @@ class AddressLimit:
         self.limit = limit
         self._open: Counter[str] = Counter()
 
-    def refusal(self, address: str | None) -> str | None:
-        """Why one more session from ``address`` is refused, or None."""
-        if self.limit and address is not None and self._open[address] >= self.limit:
-            return f"this address already holds {self._open[address]} sessions (limit {self.limit})"
+    def refusal(self, address: str | None, not_counted: int = 0) -> str | None:
+        """Why one more session from ``address`` is refused, or None; ``not_counted`` of its open
+        sessions do not count (those waiting for a resume: a client resuming one must get in)."""
+        held = self._open[address] - not_counted if address is not None else 0
+        if self.limit and held >= self.limit:
+            return f"this address already holds {held} sessions (limit {self.limit})"
         return None
 
     def opened(self, address: str | None) -> None:

@@ -40,6 +40,9 @@ class ServerConfig:
     TCP stays plain: put a TLS terminator in front of it."""
     ssl_keyfile: str | None = None
     """The certificate's private key (PEM), if it is not in ``ssl_certfile``."""
+    resume_window: float = 30.0
+    """Seconds a WebSocket session whose connection dropped is kept for the client to resume it
+    (its received audio is transcribed meanwhile); 0 = no resume."""
     ws_max_frame: int = 1 << 20
     """Largest WebSocket message accepted, in bytes; a larger one closes with 1009."""
     ws_ping_interval: float = 20.0

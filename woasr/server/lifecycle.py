@@ -10,6 +10,10 @@ the same order for all of them:
 4. read inputs in one task, feeding the session, while the runner runs the
    updates and sends the events;
 5. end: finish or abort, log one line, close the connection as the ending says.
+
+A WebSocket session outlives a dropped connection (:mod:`woasr.server.resume`):
+it is detached, and a new connection whose first message is ``resume`` is
+attached to it instead of its own new session, and feeds it from then on.
 """
 
 from __future__ import annotations
@@ -17,12 +21,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
-from woasr.protocol.commands import Command
+from woasr.protocol.commands import Command, Resume
 from woasr.protocol.ending import Ending, InputEnded
-from woasr.protocol.events import CAPACITY, Error, Event
+from woasr.protocol.events import CAPACITY, Error, Event, Final, Resumed
 from woasr.server.config import ServerConfig
+from woasr.server.resume import Outlet, Resumable, Sink
 from woasr.server.runner import SessionRunner
 from woasr.server.service import StreamingService
 
@@ -33,7 +39,14 @@ Input = bytes | Command | Error | InputEnded
 
 
 class PeerGone(ConnectionError):
-    """The peer went away (a close frame, a reset): nothing more can be sent."""
+    """The peer went away (a close frame, a reset): nothing more can be sent.
+
+    ``deliberate``: the client closed on purpose (a close frame saying so), so its session is not
+    kept for a resume; a reset or a missing close frame is a drop, and it is."""
+
+    def __init__(self, reason: str, deliberate: bool = False) -> None:
+        super().__init__(reason)
+        self.deliberate = deliberate
 
 
 class Connection(Protocol):
@@ -43,6 +56,8 @@ class Connection(Protocol):
     """Short name for session ids, metrics and logs (``tcp``, ``ws``)."""
     peer: str | None
     """Address and port, for the logs."""
+    resumable: bool
+    """Whether a session of this transport may be resumed on another connection after a drop."""
     address: str | None
     """The client's address alone, for the per-address session limit."""
 
@@ -67,76 +82,226 @@ class Connection(Protocol):
         ...
 
 
+@dataclass(eq=False)
+class _LiveSession:
+    """A session across the connections that serve it: one, unless a WebSocket client resumed it."""
+
+    runner: SessionRunner
+    outlet: Outlet
+    idle: _IdleClock
+    peer: str | None
+    address: str | None
+    resume_token: str | None = None
+    reading: asyncio.Task[_ReadOutcome] | None = None
+    """The task reading the attached connection."""
+    input_ending: tuple[Ending, str] | None = None
+    """How the client ended its input (None: it sent ``close``, or has not ended it)."""
+    lost: str = "disconnected"
+    """Why the last connection was lost: the log's reason if the session ends without a resume."""
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass(frozen=True, slots=True)
+class _Lost:
+    """The connection is gone: dropped (resumable), or closed on purpose by the client."""
+
+    reason: str
+    deliberate: bool = False
+
+
+_ReadOutcome = tuple[Ending, str] | Resume | _Lost
+
+
 async def serve_session(service: StreamingService, connection: Connection) -> None:
-    """Serve one connection as one session, from admission to close."""
+    """Serve one connection: as a new session, or as the resumption of a dropped one."""
     await service.wait_ready()
+    if not await _admitted(service, connection):
+        return
+    config = service.config
+    outlet = Outlet(connection.resumable and config.resume_window > 0)
+    live = _LiveSession(service.new_runner(connection.transport, outlet.send), outlet,
+                        _IdleClock(config.idle_timeout), connection.peer, connection.address)
+    runner = live.runner
+    with service.track_session(runner, connection.address):
+        log.info("session %s start peer=%s active=%d", runner.session_id, connection.peer, service.active_sessions)
+        live.resume_token = service.resumable.open(live) if outlet.resumable else None
+        outlet.connect(connection)
+        runner.post([service.ready_event(runner, live.resume_token)])
+        running = asyncio.create_task(_run(service, live), name=f"session-{runner.session_id}")
+        try:
+            resumed = await _attend(service, live, connection, fresh=True)
+            if resumed is not None:  # the new session received nothing: give it up
+                live.lost = f"the client resumed {resumed.runner.session_id} instead"
+                outlet.detach()
+                runner.abort()
+            await running
+        finally:
+            running.cancel()
+    if resumed is not None:
+        await _attend(service, resumed, connection, fresh=False)
+
+
+async def _admitted(service: StreamingService, connection: Connection) -> bool:
+    """Whether the connection may open a session; if not, it has been told why and closed."""
     if service.tokens.required and not service.tokens.accepts(await connection.token()):
         service.refuse_unauthorized(connection.transport, connection.address)
         await connection.send([Error("unauthorized", "a valid token is required (see docs/protocol.md, 'Auth')")])
         await connection.close(Ending.UNAUTHORIZED, "unauthorized: a valid token is required")
-        return
+        return False
     if refusal := service.refusal(connection.transport, connection.address):
         await connection.send([refusal])
         ending = Ending.REFUSED if refusal.code == CAPACITY else Ending.SHUTDOWN
         await connection.close(ending, "try again later" if ending is Ending.REFUSED else "server shutting down")
-        return
-    runner = service.new_runner(connection.transport, connection.send)
-    with service.track_session(runner, connection.address):
-        log.info("session %s start peer=%s active=%d", runner.session_id, connection.peer, service.active_sessions)
-        runner.post([service.ready_event(runner)])
-        reading = asyncio.create_task(_read_inputs(connection, runner, service.config),
-                                      name=f"read-{runner.session_id}")
-        ending, reason = Ending.FINISHED, "finished"
+        return False
+    return True
+
+
+async def _run(service: StreamingService, live: _LiveSession) -> None:
+    """Run the session's updates until it is finished or given up, then close its connection."""
+    runner, outlet = live.runner, live.outlet
+    ending, reason = Ending.FINISHED, "finished"
+    try:
+        await runner.run()
+        while outlet.resumable and outlet.sink is None and not runner.aborted:
+            # Finished while detached: the client may come back for its last finals.
+            await _first_of(outlet.attached.wait(), runner.wait_aborted())
+        ending, reason = live.input_ending or (ending, reason)
+        if runner.aborted:
+            ending, reason = Ending.GONE, live.lost
+        elif service.draining and ending is Ending.FINISHED:
+            ending, reason = Ending.SHUTDOWN, "server shutting down"
+    except ConnectionError as exc:
+        ending, reason = Ending.GONE, f"disconnected while sending ({exc or type(exc).__name__})"
+    except Exception as exc:  # noqa: BLE001 - a failed session must not take the server with it
+        ending, reason = Ending.FAILED, f"server error ({type(exc).__name__})"
+        log.exception("session %s failed", runner.session_id)
+        if outlet.sink is not None:
+            await _tell_quietly(outlet.sink, Error("server_error", "the server failed to transcribe this session; "
+                                                   "it was logged. Audio sent after the last final was not processed"))
+    finally:
+        service.resumable.forget(live)
+        if live.reading is not None:
+            live.reading.cancel()
+        _log_end(runner, live.peer, reason)
+        if (sink := outlet.detach()) is not None:
+            await sink.close(ending, reason)
+        live.ended.set()
+
+
+async def _attend(service: StreamingService, live: _LiveSession, connection: Connection,
+                  fresh: bool) -> _LiveSession | None:
+    """Feed ``live`` from ``connection`` until the input ends (then wait for the session's end, which
+    closes the connection) or the connection drops (keep the session for a resume, or give it up).
+
+    On a new session's connection (``fresh``) the first message may resume another session: that
+    session is returned, attached to this connection.
+    """
+    runner = live.runner
+    while True:
+        live.reading = reading = asyncio.create_task(_read_inputs(connection, live, service.config, fresh),
+                                                     name=f"read-{runner.session_id}")
         try:
-            await runner.run()
-            if reading.done() and not reading.cancelled():
-                ending, reason = reading.result()
-            if runner.aborted:
-                ending = Ending.GONE
-            elif service.draining and ending is Ending.FINISHED:
-                ending, reason = Ending.SHUTDOWN, "server shutting down"
-        except ConnectionError as exc:
-            ending, reason = Ending.GONE, f"disconnected while sending ({exc or type(exc).__name__})"
-        except Exception as exc:  # noqa: BLE001 - a failed session must not take the server with it
-            ending, reason = Ending.FAILED, f"server error ({type(exc).__name__})"
-            log.exception("session %s failed", runner.session_id)
-            await _tell_quietly(connection, Error("server_error", "the server failed to transcribe this session; "
-                                                  "it was logged. Audio sent after the last final was not processed"))
+            await _first_of(reading, live.ended.wait())
         finally:
-            reading.cancel()
-            _log_end(runner, connection.peer, reason)
-            await connection.close(ending, reason)
+            if not reading.done():
+                reading.cancel()
+        if not reading.done() or reading.cancelled():  # the session ended, or a resume took it over
+            return None
+        outcome = reading.result()
+        if not isinstance(outcome, Resume):
+            break
+        fresh = False
+        claimed = service.resumable.claim(outcome)
+        if isinstance(claimed, Error):
+            log.info("session %s: %s", runner.session_id, claimed.message)
+            runner.post([claimed])
+            continue
+        if await _resume(service, *claimed, connection):
+            return claimed[0]  # type: ignore[return-value]
+        return None
+    if live.ended.is_set():
+        return None
+    if isinstance(outcome, _Lost):
+        live.lost = outcome.reason
+        if live.outlet.sink is connection:
+            live.outlet.detach()
+        kept = live.outlet.resumable and not outcome.deliberate and not runner.aborted
+        if kept and service.resumable.detach(live):
+            log.info("session %s: connection lost (%s); kept %g s for a resume", runner.session_id, outcome.reason,
+                     service.config.resume_window)
+        elif not runner.session.closed:  # nobody to send the last finals to
+            runner.abort()
+        else:
+            runner.wake()
+        return None
+    live.input_ending = outcome
+    runner.session.close()
+    runner.wake()
+    await live.ended.wait()
+    return None
 
 
-async def _read_inputs(connection: Connection, runner: SessionRunner, config: ServerConfig) -> tuple[Ending, str]:
-    """Feed the session until its input ends; how it ended, for the close and the log.
+async def _resume(service: StreamingService, live: Resumable, missed: list[Final], connection: Connection) -> bool:
+    """Attach ``connection`` to the claimed session ``live``: whether it is attached (False: lost again)."""
+    assert isinstance(live, _LiveSession)
+    runner = live.runner
+    if live.reading is not None:  # still attached to a connection the server has not seen drop
+        live.reading.cancel()
+    live.outlet.detach()
+    resumed = Resumed(runner.session_id, runner.session.received_samples, len(missed))
+    try:
+        await live.outlet.attach(connection, resumed, missed)
+    except ConnectionError as exc:
+        live.lost = f"lost again while resuming ({exc})"
+        service.resumable.detach(live)
+        return False
+    log.info("session %s resumed peer=%s from sample %d, %d final(s) replayed", runner.session_id,
+             connection.peer, resumed.resume_from_sample, len(missed))
+    return True
+
+
+async def _first_of(*waits: Awaitable[object]) -> None:
+    """Wait until one of ``waits`` is done; cancel the others (a task given is left alone)."""
+    futures = [asyncio.ensure_future(wait) for wait in waits]
+    try:
+        await asyncio.wait(futures, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for future, wait in zip(futures, waits, strict=True):
+            if future is not wait:
+                future.cancel()
+
+
+async def _read_inputs(connection: Connection, live: _LiveSession, config: ServerConfig,
+                       fresh: bool) -> _ReadOutcome:
+    """Feed the session until its input ends or the connection drops; how it ended.
 
     Backpressure: while the session holds ``max_backlog_s`` of unprocessed audio the
     connection is not read, so the sender's own flow control slows it and nothing is
-    dropped. Idle: the wait for input is bounded by :class:`_IdleClock`.
+    dropped. Idle: the wait for input is bounded by the session's :class:`_IdleClock`.
+    A ``resume`` is returned if it is a ``fresh`` connection's first message.
     """
+    runner = live.runner
     session = runner.session
-    idle = _IdleClock(config.idle_timeout)
     try:
         while True:
             await runner.backlog_below(config.max_backlog_s)
             try:
-                inputs = await idle.wait_for(connection.receive(), session.stats.audio_s)
+                inputs = await live.idle.wait_for(connection.receive(), session.stats.audio_s)
             except TimeoutError:
                 return Ending.IDLE, f"idle for {config.idle_timeout:g} s (no audio)"
             for item in inputs:
+                if fresh and isinstance(item, Resume):
+                    return item
+                fresh = False
                 if isinstance(item, InputEnded):
                     runner.post([item.error] if item.error else [])
                     return item.ending, item.reason
                 _feed(runner, item)
             runner.wake()
     except ConnectionError as exc:
-        if not session.closed:  # nobody to send the last finals to
-            runner.abort()
-        return Ending.GONE, str(exc) if isinstance(exc, PeerGone) else f"disconnected ({type(exc).__name__})"
-    finally:
-        session.close()
-        runner.wake()
+        if isinstance(exc, PeerGone):
+            return _Lost(str(exc), exc.deliberate)
+        return _Lost(f"disconnected ({type(exc).__name__})")
 
 
 def _feed(runner: SessionRunner, item: bytes | Command | Error) -> None:
@@ -175,7 +340,7 @@ class _IdleClock:
             self.waited_s += loop.time() - started
 
 
-async def _tell_quietly(connection: Connection, error: Error) -> None:
+async def _tell_quietly(connection: Sink, error: Error) -> None:
     """Send a last error if the peer can still hear it."""
     try:
         await connection.send([error])

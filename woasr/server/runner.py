@@ -42,13 +42,20 @@ class SessionRunner:
         self.send = send
         self.metrics = metrics
         self.transport = transport
-        self.aborted = False
+        self._aborted = asyncio.Event()
         self._outbox: list[Event] = []
         self._wake = asyncio.Event()
         self._progress = asyncio.Event()
         """Set whenever an update completes (or the session stops): the backlog may have shrunk."""
         self._call: asyncio.Future[InferenceResult] | None = None
         """The model call in flight, cancelled if the peer leaves."""
+
+    @property
+    def aborted(self) -> bool:
+        return self._aborted.is_set()
+
+    async def wait_aborted(self) -> None:
+        await self._aborted.wait()
 
     def post(self, events: list[Event]) -> None:
         """Queue events for the peer (e.g. errors about its input), after those already queued."""
@@ -71,7 +78,7 @@ class SessionRunner:
         A model call still waiting for a worker is withdrawn at once; one already running
         finishes on its worker (the engine keeps its slot until then) and its result is dropped.
         """
-        self.aborted = True
+        self._aborted.set()
         if self._call is not None:
             self._call.cancel()
         self._wake.set()

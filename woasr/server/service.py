@@ -24,6 +24,7 @@ from woasr.protocol.session import StreamSession
 from woasr.server.access import AddressLimit, Tokens
 from woasr.server.config import ServerConfig
 from woasr.server.metrics import ServerMetrics
+from woasr.server.resume import ResumableSessions
 from woasr.server.runner import Send, SessionRunner
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,7 @@ class StreamingService:
         self._runners: set[SessionRunner] = set()
         self._per_address = AddressLimit(config.max_sessions_per_address)
         self.tokens = Tokens(config.tokens)
+        self.resumable = ResumableSessions(config.resume_window)
         self._loaded = asyncio.Event()
         self._ids = itertools.count(1)
 
@@ -77,6 +79,11 @@ class StreamingService:
     def active_sessions(self) -> int:
         return len(self._runners)
 
+    @property
+    def attached_sessions(self) -> int:
+        """Sessions with a connection: those that may send audio (a detached one only finishes what it holds)."""
+        return len(self._runners) - self.resumable.detached
+
     def refusal(self, transport: str, address: str | None = None) -> Error | None:
         """Why a new session is refused now (shutting down, at capacity, too many from ``address``),
         or None to admit it.
@@ -85,9 +92,9 @@ class StreamingService:
         """
         if self.draining:
             refusal = Error("shutting_down", "the server is shutting down; connect again later")
-        elif reason := self.engine.admission.refusal(self.active_sessions):
+        elif reason := self.engine.admission.refusal(self.attached_sessions):
             refusal = Error(CAPACITY, f"{reason}; try again later")
-        elif reason := self._per_address.refusal(address):
+        elif reason := self._per_address.refusal(address, self.resumable.detached_from(address)):
             refusal = Error(CAPACITY, f"{reason}; try again later")
         else:
             return None
@@ -114,8 +121,8 @@ class StreamingService:
                                 vac=self.config.vac, vad=self.config.vad)
         return SessionRunner(f"{transport}-{next(self._ids)}", session, self.engine, send, self.metrics, transport)
 
-    def ready_event(self, runner: SessionRunner) -> Ready:
-        """The greeting of a new session: its id, the model and the effective settings."""
+    def ready_event(self, runner: SessionRunner, resume_token: str | None = None) -> Ready:
+        """The greeting of a new session: its id, the model, the effective settings and its resume token."""
         asr = self.asr
         assert asr is not None
         settings: dict[str, Any] = {
@@ -125,7 +132,8 @@ class StreamingService:
             "agreement": self.config.settings.agreement,
             "max_buffer_s": self.config.settings.max_buffer_s,
         }
-        return Ready(runner.session_id, asr.choice.name, runner.session.options, settings)
+        return Ready(runner.session_id, asr.choice.name, runner.session.options, settings,
+                     resume_token=resume_token)
 
     @contextlib.contextmanager
     def track_session(self, runner: SessionRunner, address: str | None = None) -> Iterator[None]:

@@ -8,12 +8,15 @@ clients). Here: reading, a half-close as the end of the audio, writing lines.
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from woasr.protocol.ending import Ending, InputEnded
 from woasr.protocol.events import Event
 from woasr.protocol.tcp import MAX_AUTH_LINE, decode_auth, encode_events
 from woasr.server.lifecycle import Input, serve_session
 from woasr.server.service import StreamingService
+
+log = logging.getLogger("woasr.session")
 
 READ_SIZE = 64 * 1024
 AUTH_TIMEOUT_S = 5.0
@@ -24,6 +27,7 @@ class TcpConnection:
     """One client socket as a :class:`~woasr.server.lifecycle.Connection`."""
 
     transport = "tcp"
+    resumable = False
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader, self.writer = reader, writer
@@ -46,18 +50,35 @@ class TcpConnection:
                     buffer += data
         except (TimeoutError, ConnectionError):
             pass
+        self._first_read = False
         line, newline, self._pending = buffer.partition(b"\n")
         return decode_auth(line) if newline else None
 
     _pending = b""
     """Audio that arrived with the AUTH line, returned by the first :meth:`receive`."""
+    _first_read = True
+    """No byte read yet (and no token asked for): an AUTH line may still come."""
 
     async def receive(self) -> tuple[Input]:
         if self._pending:
             data, self._pending = self._pending, b""
             return (data,)
         data = await self.reader.read(READ_SIZE)
+        if self._first_read:
+            self._first_read = False
+            data = self._without_auth_line(data)
+            if not data:
+                return await self.receive()
         return (data or InputEnded(Ending.FINISHED, "finished"),)
+
+    def _without_auth_line(self, data: bytes) -> bytes:
+        """The first read without a leading ``AUTH <token>`` line: a client configured with a token
+        talking to a server without authentication must not have that line taken for audio."""
+        line, newline, rest = data.partition(b"\n")
+        if newline and decode_auth(line) is not None:
+            log.info("tcp %s: ignored its AUTH line (this server requires no token)", self.peer)
+            return rest
+        return data
 
     async def send(self, events: list[Event]) -> None:
         data = encode_events(events)

@@ -19,10 +19,15 @@ from woasr.server.lifecycle import Input, PeerGone, serve_session
 from woasr.server.service import StreamingService
 
 
+DELIBERATE_CLOSES = (CloseCode.NORMAL_CLOSURE, CloseCode.GOING_AWAY)
+"""Close codes of a client that ended its connection on purpose: its session is not kept for a resume."""
+
+
 class WebSocketConnection:
     """One accepted WebSocket as a :class:`~woasr.server.lifecycle.Connection`."""
 
     transport = "ws"
+    resumable = True
 
     def __init__(self, websocket: WebSocket, max_message: int) -> None:
         self.websocket = websocket
@@ -39,8 +44,10 @@ class WebSocketConnection:
     async def receive(self) -> Sequence[Input]:
         message = await self.websocket.receive()
         if message["type"] == "websocket.disconnect":
-            # A close frame is answered at once (RFC 6455): nothing more can be sent.
-            raise PeerGone(f"client closed the connection ({message.get('code')})")
+            # A close frame is answered at once (RFC 6455): nothing more can be sent. 1000 and
+            # 1001 (a page going away) are meant; 1006 (no close frame, a reset) is a drop.
+            code = message.get("code")
+            raise PeerGone(f"client closed the connection ({code})", deliberate=code in DELIBERATE_CLOSES)
         data = message.get("bytes")
         if data is not None:
             return decode_audio_message(data, self.max_message)

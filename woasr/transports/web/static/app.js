@@ -28,7 +28,8 @@ const view = (window.woasr = {
   finals: [],       // {text, beg_ms, end_ms, session}
   partial: "",
   partialsSeen: 0,  // partial messages with text, over the whole page's life
-  sessions: 0,      // connections that got as far as streaming audio
+  sessions: 0,      // server sessions that got as far as streaming audio
+  resumes: 0,       // times a dropped session was resumed on a new connection
   errors: [],       // "code: message" strings, from the server or the page
   sampleRate: null, // the AudioContext's rate, resampled from
   capturedMs: 0,    // audio captured by the current recording
@@ -210,6 +211,9 @@ class Recording {
     this.streaming = false; // the socket takes audio (after "configured")
     this.closeSent = false;
     this.sessions = 0;      // sessions of this recording that streamed audio
+    this.session = null;    // {id, token, lastSeq} of the server session, to resume it after a drop
+    this.fresh = null;      // the ready of a connection that is trying to resume
+    this.resumes = 0;       // sessions resumed after a dropped connection
     this.finals = 0;        // finals this recording got
     this.stopping = false;
     this.captureDone = false;
@@ -302,8 +306,21 @@ class Recording {
           showError(`server wants ${message.sample_rate} Hz audio; this page sends ${SAMPLE_RATE} Hz`);
         }
         ui.meta.textContent = [message.model, message.language, message.session_id].filter(Boolean).join(" · ");
-        // Options must come before the first audio.
-        this.ws.send(JSON.stringify({ type: "config", partials: true }));
+        this.fresh = { id: message.session_id, token: message.resume_token || null, lastSeq: -1 };
+        if (this.session && this.session.token) {
+          // A dropped session: ask for it back; "resumed" or "resume_failed" answers.
+          const { id, token, lastSeq } = this.session;
+          this.ws.send(JSON.stringify({ type: "resume", session_id: id, token, last_seq: lastSeq }));
+        } else {
+          this.configure();
+        }
+        break;
+      case "resumed":
+        // The same session goes on: resend only what it did not receive.
+        this.fresh = null;
+        this.resumes += 1;
+        view.resumes += 1;
+        this.resumeStreaming(message.resume_from_sample);
         break;
       case "configured":
         this.startStreaming();
@@ -312,6 +329,10 @@ class Recording {
         showPartial(message.text || "");
         break;
       case "final":
+        if (typeof message.seq === "number") {
+          if (message.seq <= this.session.lastSeq) break; // replayed twice: already shown
+          this.session.lastSeq = message.seq;
+        }
         addFinal({
           text: (message.text || "").trim(),
           beg_ms: this.base / SAMPLES_PER_MS + message.beg_ms,
@@ -322,6 +343,13 @@ class Recording {
         this.confirm(message.end_ms);
         break;
       case "error":
+        if (message.code === "resume_failed" && this.fresh) {
+          // The server no longer holds the session (restarted, or too long away): go on
+          // as the new session; the audio no final covered is sent to it again.
+          this.session = null;
+          this.configure();
+          break;
+        }
         showError(`server: ${message.code}: ${message.message}`);
         // A server that refuses the config still transcribes, without partials.
         if (!this.streaming && !this.closeSent) this.startStreaming();
@@ -329,6 +357,22 @@ class Recording {
       default:
         break; // "flushed" and anything newer: nothing to show
     }
+  }
+
+  configure() {
+    // A new session: options must come before the first audio.
+    this.session = this.fresh;
+    this.fresh = null;
+    this.ws.send(JSON.stringify({ type: "config", partials: true }));
+  }
+
+  resumeStreaming(fromSample) {
+    this.streaming = true;
+    this.backoff = BACKOFF_FIRST_MS;
+    this.sendHead = this.base + fromSample; // the server holds everything before
+    this.pump();
+    if (this.captureDone) this.sendClose();
+    else if (!this.stopping) setStatus("live", `listening · ${view.sampleRate / 1000} kHz microphone, sent at 16 kHz`);
   }
 
   startStreaming() {
@@ -358,8 +402,17 @@ class Recording {
     const hadSession = this.streaming;
     this.streaming = false;
     showPartial(""); // a partial belongs to its session; the next one redoes that audio
+    if (event.code === 1008) {
+      // Refused for good (a missing or wrong token): retrying cannot help.
+      this.stopping = true;
+      this.mic.stop();
+      this.releaseScreen();
+      return this.finish(`the server refused this page: ${event.reason || "policy"}`);
+    }
     if (this.stopping) {
-      if (this.closeSent) return this.finish(event.code === 1000 ? "" : `connection ended with code ${event.code}`);
+      if (this.closeSent && (event.code === 1000 || this.lastTry || !this.session)) {
+        return this.finish(event.code === 1000 ? "" : `connection ended with code ${event.code}`);
+      }
       if (!this.lastTry) {
         this.lastTry = true;
         return this.connect();
