@@ -90,18 +90,18 @@ async def test_websocket_without_a_valid_token_is_closed_with_1008(server, manif
     speech = pcm_of(manifest, SHORT)
     for headers, query in ((None, ""), ({"Authorization": f"Bearer {WRONG}"}, ""), (None, f"?token={WRONG}"),
                            ({"Authorization": f"Basic {FILE_TOKEN}"}, "")):
-        messages, code, reason = await ws_session(server.ws_url + "/v1/listen" + query, speech, headers=headers)
+        messages, code, reason = await ws_session(server.ws_url + "/v1/stream" + query, speech, headers=headers)
         assert [m["type"] for m in messages] == ["error"] and messages[0]["code"] == "unauthorized", messages
         assert code == 1008 and "unauthorized" in reason
     assert "missing or wrong token" in server.text
-    assert "/v1/listen?token=***" in server.text  # uvicorn's handshake log line, redacted
+    assert "/v1/stream?token=***" in server.text  # uvicorn's handshake log line, redacted
     assert FILE_TOKEN not in server.text and ENV_TOKEN not in server.text and WRONG not in server.text
 
 
 async def test_websocket_with_a_bearer_header_or_a_query_token_is_transcribed(server, manifest):
     speech = pcm_of(manifest, SHORT)
     by_header = ws_session(server.ws_url + "/", speech, headers={"Authorization": f"Bearer {ENV_TOKEN}"})
-    by_query = ws_session(server.ws_url + f"/v1/listen?token={FILE_TOKEN}", speech)
+    by_query = ws_session(server.ws_url + f"/v1/stream?token={FILE_TOKEN}", speech)
     for messages, code, _ in await asyncio.gather(by_header, by_query):
         assert messages[0]["type"] == "ready" and code == 1000, messages
         assert count_errors(manifest[SHORT].reference, text_of(messages)).rate < 0.2, text_of(messages)
@@ -209,7 +209,7 @@ def test_the_page_hands_its_own_token_to_its_socket(server, manifest, tmp_path):
         browser = launch(playwright, wav)
         try:
             page = open_page(browser, server.http_url + f"/?token={FILE_TOKEN}")
-            assert page.evaluate("socketUrl()") == f"{server.ws_url}/v1/listen?token={FILE_TOKEN}"
+            assert page.evaluate("socketUrl()") == f"{server.ws_url}/v1/stream?token={FILE_TOKEN}"
             page.click("#toggle")
             wait_for_status(page, "live", timeout=30)
             page.wait_for_function("() => window.woasr.finals.some(f => /modern/i.test(f.text))", timeout=60_000)
@@ -247,7 +247,7 @@ async def test_tls_serves_wss_and_https_with_the_certificate(manifest, certifica
     with ServerProcess(["--tcp-port", "0", "--ws-port", str(port), "--min-chunk", "0.5",
                         "--ssl-certfile", str(cert), "--ssl-keyfile", str(key)]) as proc:
         assert f"listening wss://127.0.0.1:{port}/" in proc.text and f"page https://127.0.0.1:{port}/" in proc.text
-        messages, code, _ = await ws_session(f"wss://127.0.0.1:{port}/v1/listen", pcm_of(manifest, SHORT),
+        messages, code, _ = await ws_session(f"wss://127.0.0.1:{port}/v1/stream", pcm_of(manifest, SHORT),
                                              ssl_context=trusting)
         assert messages[0]["type"] == "ready" and code == 1000
         assert "modern" in normalize_text(text_of(messages)), messages

@@ -5,9 +5,10 @@ import pytest
 from woasr.core.language import UnsupportedLanguage, resolve_language
 from woasr.core.records import Word
 from woasr.protocol import tcp, websocket
-from woasr.protocol.commands import Close, Configure, Flush, Resume
+from woasr.protocol.commands import Clear, Close, Configure, Flush, Resume
 from woasr.protocol.ending import Ending
 from woasr.protocol.events import (
+    Cleared,
     Configured,
     Error,
     Final,
@@ -32,6 +33,7 @@ EVENTS = [
     Partial(WORDS[:1], 0.5),
     Partial((), 1.25),  # clears the display
     Flushed(),
+    Cleared(),
     Configured(OPTIONS),
     SpeechStarted(2.5),
     UtteranceEnded(1.25),
@@ -60,7 +62,7 @@ def test_unknown_server_types_are_skipped_and_garbage_is_an_error():
         websocket.decode_server_message("not json")
 
 
-@pytest.mark.parametrize("command", [Flush(), Close(), Configure({"partials": True, "language": "de"}),
+@pytest.mark.parametrize("command", [Flush(), Clear(), Close(), Configure({"partials": True, "language": "de"}),
                                      Resume("ws-2", "secret", 4), Resume("ws-3", "t", -1)],
                          ids=lambda c: type(c).__name__)
 def test_client_commands_decode_to_what_the_client_encoded(command):

@@ -138,8 +138,22 @@ def test_config_before_audio_sets_options_and_is_refused_after():
     assert session.options == SessionOptions(None, "Kennedy", 0.3, True)
     assert session.processor.initial_prompt == "Kennedy" and session.processor.language is None
     session.receive_audio(pcm(0, 0.1), 0.1)
-    (error,) = session.configure({"partials": False})
-    assert error.code == "config_after_audio" and session.partials
+    (error,) = session.configure({"partials": False, "prompt": "Ted"})
+    assert error.code == "config_after_audio" and "partials" in error.message and session.partials
+    assert session.options.prompt == "Kennedy"  # all or nothing
+    # Language and prompt may change mid-stream: the next model call uses them.
+    (configured,) = session.configure({"prompt": "Sorensen", "language": "en"})
+    assert isinstance(configured, Configured) and session.options.language == "en"
+    assert session.processor.initial_prompt == "Sorensen" and session.processor.language == "en"
+
+
+def test_voice_activity_options_set_the_sessions_detector():
+    session = new_session()
+    (configured,) = session.configure({"min_silence_ms": 800, "vad_threshold": 0.6, "speech_pad_ms": 100})
+    assert (session.vad.min_silence_s, session.vad.threshold, session.vad.speech_pad_s) == (0.8, 0.6, 0.1)
+    assert configured.options.min_silence_ms == 800
+    (error,) = session.configure({"min_silence_ms": 50})
+    assert error.code == "bad_value" and session.vad.min_silence_s == 0.8
 
 
 def test_bad_config_changes_nothing_and_says_which_field():
@@ -285,3 +299,29 @@ def test_every_move_missing_from_the_table_is_refused():
             else:
                 with pytest.raises(SessionStateError):
                     advance(state, move)
+
+
+def test_clear_discards_the_audio_received_and_not_committed():
+    from woasr.protocol.commands import Clear
+    from woasr.protocol.events import Cleared
+
+    session = new_session()
+    session.receive_audio(pcm(0, 1.0), 1.0)
+    (cleared,) = session.receive_command(Clear())
+    assert isinstance(cleared, Cleared) and session.pending_s == 1.0  # its time still passes
+    assert session.start_update() is None  # but the model hears none of it
+    session.complete_update(None, 1.0)
+    assert session.processor.received_until == 16000 and session.processor.buffer_s == 0
+    # A clear during an update: that update's words are not sent, the audio after it is heard.
+    session.receive_audio(pcm(1.0, 2.0), 2.0)
+    request = session.start_update()
+    session.receive_command(Clear())
+    assert not session.complete_update(transcribe(session, request), 2.1)
+    assert session.processor.buffer_s == 0
+    session.receive_audio(pcm(2.0, 4.2), 4.2)
+    session.close()
+    events = []
+    while not session.finished:
+        events += session.complete_update(transcribe(session, session.start_update()), 5.0)
+    words = [w for e in events if isinstance(e, Final) for w in e.words]
+    assert words and all(w.start >= 1.95 for w in words), events

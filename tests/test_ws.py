@@ -117,11 +117,12 @@ async def test_seed_contract_ready_finals_flush(server, manifest):
 
 async def test_extensions_seq_words_config_partials(server, manifest):
     row = manifest["en/ljspeech_LJ001-0001.wav"]
-    messages = await stream_session(server.ws_url + "/v1/listen", pcm_of(manifest, row.name),
+    messages = await stream_session(server.ws_url + "/v1/stream", pcm_of(manifest, row.name),
                                     config={"partials": True, "min_chunk": 0.5, "prompt": "Printing."})
     assert messages[0]["type"] == "configured"
     assert messages[0]["settings"] == {"language": "en", "prompt": "Printing.", "min_chunk": 0.5, "partials": True,
-                                       "vac": False, "endpointing": False}
+                                       "vac": False, "endpointing": False, "min_silence_ms": 500,
+                                       "vad_threshold": 0.5, "speech_pad_ms": 300}
     committed = finals(messages)
     assert [m["seq"] for m in committed] == list(range(len(committed)))
     for final in committed:

@@ -32,3 +32,32 @@ def pcm16le_to_float32(data: bytes) -> FloatAudio:
 
 def seconds(samples: int) -> float:
     return samples / SAMPLE_RATE
+
+
+class PcmResampler:
+    """PCM16LE bytes at ``rate`` Hz, in any chunking, as PCM16LE bytes at :data:`SAMPLE_RATE`.
+
+    For protocols whose clients send other rates (Deepgram's ``sample_rate``, OpenAI Realtime's
+    24 kHz). Streaming (soxr keeps its filter state between chunks); an odd byte waits for its pair.
+    """
+
+    def __init__(self, rate: int) -> None:
+        if rate <= 0:
+            raise ValueError(f"sample rate must be positive, got {rate}")
+        self.rate = rate
+        self._carry = b""
+        self._stream = None
+        if rate != SAMPLE_RATE:
+            import soxr  # only where a conversion is needed
+
+            self._stream = soxr.ResampleStream(rate, SAMPLE_RATE, 1, dtype="int16")
+
+    def convert(self, data: bytes, last: bool = False) -> bytes:
+        """The 16 kHz bytes for ``data`` (``last``: the end of the stream, flush the filter)."""
+        data = self._carry + data
+        usable = len(data) - len(data) % 2
+        self._carry = data[usable:]
+        if self._stream is None:
+            return data[:usable]
+        samples = np.frombuffer(data[:usable], dtype="<i2")
+        return self._stream.resample_chunk(samples, last=last).astype("<i2").tobytes()

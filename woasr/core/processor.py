@@ -248,6 +248,13 @@ class OnlineASRProcessor:
         self._cut_buffer(self.received_until / SAMPLE_RATE)
         return Update(committed, ())
 
+    def discard_uncommitted(self) -> None:
+        """Forget the audio and the hypotheses nothing was committed from (a client cleared its
+        input); the timeline goes on after the audio received so far."""
+        self.hypothesis.discard_pending()
+        self._cut_buffer(self.received_until / SAMPLE_RATE)
+        self.processed_until = self.received_until
+
     def _transcribe(self, request: TranscriptionRequest) -> Transcription:
         return self.asr.transcribe(request.audio, request.prompt, request.language, request.prefix)
 

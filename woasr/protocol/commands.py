@@ -19,6 +19,12 @@ class Configure:
 
 
 @dataclass(frozen=True, slots=True)
+class Clear:
+    """Discard the audio received and not yet committed, then answer with ``Cleared`` (OpenAI
+    Realtime's ``input_audio_buffer.clear``); the stream's timeline goes on."""
+
+
+@dataclass(frozen=True, slots=True)
 class Close:
     """No more audio: finish the session, send the last finals, then close."""
 
@@ -36,4 +42,4 @@ class Resume:
     last_seq: int
 
 
-Command = Flush | Configure | Close | Resume
+Command = Flush | Configure | Clear | Close | Resume

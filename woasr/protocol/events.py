@@ -69,6 +69,11 @@ class Flushed:
 
 
 @dataclass(frozen=True, slots=True)
+class Cleared:
+    """The audio received and not committed before a ``clear`` was discarded."""
+
+
+@dataclass(frozen=True, slots=True)
 class Configured:
     """A configuration was applied; these are the session's effective options."""
 
@@ -117,7 +122,8 @@ class Error:
 
 @dataclass(frozen=True, slots=True)
 class SessionOptions:
-    """What a client may set for its own session (before its first audio)."""
+    """What a client may set for its own session: ``language`` and ``prompt`` at any time (from the
+    next update on), the others before its first audio."""
 
     language: str | None
     """Language code, or None to detect it."""
@@ -128,6 +134,12 @@ class SessionOptions:
     """Voice-activity control: silence is not transcribed; an utterance is finished when speech ends."""
     endpointing: bool = False
     """Send ``speech_started`` and ``utterance_end`` events (turns ``vac`` on)."""
+    min_silence_ms: int = 500
+    """Voice activity: silence that ends an utterance."""
+    vad_threshold: float = 0.5
+    """Voice activity: speech probability from which a frame is speech."""
+    speech_pad_ms: int = 300
+    """Voice activity: audio kept before and after speech."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,4 +173,4 @@ RESUME_FAILED = "resume_failed"
 session its ``ready`` announced."""
 
 
-Event = Ready | Resumed | Final | Partial | Flushed | Configured | Error | SpeechStarted | UtteranceEnded
+Event = Ready | Resumed | Cleared | Final | Partial | Flushed | Configured | Error | SpeechStarted | UtteranceEnded

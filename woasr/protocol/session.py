@@ -28,6 +28,7 @@ from woasr.core.processor import DEFAULT_MIN_CHUNK_S, OnlineASRProcessor
 from woasr.core.records import Transcription, TranscriptionRequest, Update, Word
 from woasr.core.vac import (
     GateItem,
+    Silence,
     Speech,
     UtteranceEnd,
     VoiceGate,
@@ -35,9 +36,10 @@ from woasr.core.vac import (
     item_samples,
 )
 from woasr.core.vad import SpeechStart, VadSettings
-from woasr.protocol.commands import Close, Command, Configure, Flush
+from woasr.protocol.commands import Clear, Close, Command, Configure, Flush
 from woasr.protocol.events import (
     RESUME_FAILED,
+    Cleared,
     Configured,
     Error,
     Event,
@@ -55,6 +57,10 @@ from woasr.protocol.state import Move, SessionState, advance
 MIN_CHUNK_RANGE = (0.1, 30.0)
 """Seconds of new audio per update a client may ask for."""
 MAX_PROMPT_CHARS = 1000
+MID_STREAM_OPTIONS = frozenset({"language", "prompt"})
+"""Options a client may change after its first audio: they only steer the next model calls."""
+VAD_RANGES = {"min_silence_ms": (100, 10_000), "vad_threshold": (0.05, 0.95), "speech_pad_ms": (0, 2000)}
+"""Voice-activity options a session may set (before its first audio), with their ranges."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +100,10 @@ class StreamSession:
         self.processor = processor
         self.languages = languages
         self.vad = vad or VadSettings()
-        self.options = SessionOptions(processor.language, processor.initial_prompt, min_chunk, partials, vac)
+        self.options = SessionOptions(processor.language, processor.initial_prompt, min_chunk, partials, vac,
+                                      min_silence_ms=round(self.vad.min_silence_s * 1000),
+                                      vad_threshold=self.vad.threshold,
+                                      speech_pad_ms=round(self.vad.speech_pad_s * 1000))
         self.state = SessionState.OPEN
         self.stats = SessionStats()
         self.arrivals = ArrivalLog()
@@ -121,6 +130,8 @@ class StreamSession:
         engine can serve the audio that has waited longest first."""
         self._last_partial = ("", 0)
         """(text, beg_ms) of the partial the client shows now."""
+        self._clear_after_update = False
+        """A clear came during the running update: its buffer is forgotten once it is applied."""
 
     @property
     def min_chunk(self) -> float:
@@ -151,12 +162,18 @@ class StreamSession:
             return []
         if isinstance(command, Configure):
             return self.configure(command.fields)
+        if isinstance(command, Clear):
+            return self.clear()
         return [Error(RESUME_FAILED, "resume is only accepted as the first message of a new connection")]
 
     def configure(self, fields: Mapping[str, object]) -> list[Event]:
-        """Set options before the first audio; all fields apply, or none (with an error)."""
-        if self._received_samples or self.closed:
-            return [Error("config_after_audio", "config must come before the first audio; options unchanged")]
+        """Set options; all fields apply, or none (with an error). ``language`` and ``prompt`` may
+        change at any time (from the next update on), the others only before the first audio."""
+        if self.closed:
+            return [Error("config_after_audio", "config after the session was closed; options unchanged")]
+        if self._received_samples and (late := sorted(set(fields) - MID_STREAM_OPTIONS)):
+            return [Error("config_after_audio", f"{', '.join(late)} must be set before the first audio "
+                                                "(language and prompt may change at any time); options unchanged")]
         changes: dict[str, object] = {}
         for name, value in fields.items():
             checked = self._check_option(name, value)
@@ -165,10 +182,12 @@ class StreamSession:
             changes[name] = checked
         if changes.get("endpointing"):
             changes["vac"] = True  # an utterance ends where voice activity does
-        self.options = dataclasses.replace(self.options, **changes)
-        self.processor.language = self.options.language
-        self.processor.initial_prompt = self.options.prompt
-        return [Configured(self.options)]
+        self.options = options = dataclasses.replace(self.options, **changes)  # type: ignore[arg-type]
+        self.processor.language = options.language
+        self.processor.initial_prompt = options.prompt
+        self.vad = dataclasses.replace(self.vad, min_silence_s=options.min_silence_ms / 1000,
+                                       threshold=options.vad_threshold, speech_pad_s=options.speech_pad_ms / 1000)
+        return [Configured(options)]
 
     def _check_option(self, name: str, value: object) -> object:
         """The option's value as the session keeps it, or an :class:`Error` saying what is wrong."""
@@ -190,8 +209,13 @@ class StreamSession:
             if not isinstance(value, bool):
                 return Error("bad_value", f"{name} must be true or false")
             return value
-        return Error("unknown_field", f"unknown config field {echo(name)} "
-                                      "(known: language, prompt, min_chunk, partials, vac, endpointing)")
+        if name in VAD_RANGES:
+            low, high = VAD_RANGES[name]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+                return Error("bad_value", f"{name} must be a number from {low:g} to {high:g}")
+            return float(value) if name == "vad_threshold" else round(value)
+        return Error("unknown_field", f"unknown config field {echo(name)} (known: language, prompt, min_chunk, "
+                                      f"partials, vac, endpointing, {', '.join(VAD_RANGES)})")
 
     # -- input ---------------------------------------------------------------
     def receive_audio(self, data: bytes, now: float) -> list[Event]:
@@ -227,6 +251,20 @@ class StreamSession:
             self._inbox_samples += item_samples(item)
             self._utterance_ends += isinstance(item, UtteranceEnd)
         return events
+
+    def clear(self) -> list[Event]:
+        """Discard what was received and not committed: the queued audio becomes silence (its time
+        passes untranscribed) and the processor forgets its uncommitted buffer, now or, during an
+        update, once that update is done (whose words are then not sent either)."""
+        if self.closed:
+            return [Error("closed", "clear after the session was closed was ignored")]
+        self._inbox = deque(Silence(item.samples) if isinstance(item, Speech) else item for item in self._inbox)
+        if self.state.updating:
+            self._clear_after_update = True
+        else:
+            self.processor.discard_uncommitted()
+        self._last_partial = ("", 0)
+        return [Cleared()]
 
     def request_flush(self) -> None:
         """Commit everything received so far at the next opportunity, then say so."""
@@ -318,6 +356,10 @@ class StreamSession:
             update = self.processor.apply(result)
         else:
             update = Update(partial=self.processor.hypothesis.partial)
+        if self._clear_after_update:  # its audio came before the clear: nothing of it is sent
+            self._clear_after_update = False
+            self.processor.discard_uncommitted()
+            update = Update((), ())
         finishing, kind = self._finishing, self._update
         self.state = advance(self.state, Move.COMPLETE_UPDATE)
         self._update = _UpdateKind()

@@ -17,10 +17,11 @@ from typing import Any
 from websockets.frames import CloseCode
 
 from woasr.core.records import Word
-from woasr.protocol.commands import Close, Command, Configure, Flush, Resume
+from woasr.protocol.commands import Clear, Close, Command, Configure, Flush, Resume
 from woasr.protocol.ending import Ending, InputEnded
 from woasr.protocol.events import (
     RESUME_FAILED,
+    Cleared,
     Configured,
     Error,
     Event,
@@ -62,6 +63,31 @@ def close_frame(ending: Ending, reason: str) -> tuple[CloseCode, str] | None:
     return CLOSE_CODES[ending], reason.encode()[:MAX_CLOSE_REASON_BYTES].decode(errors="ignore")
 
 
+class NativeCodec:
+    """This protocol as a connection's codec (the interface every WebSocket protocol's codec has:
+    :class:`woasr.protocol.deepgram.DeepgramCodec`, :class:`woasr.protocol.openai_realtime.RealtimeCodec`)."""
+
+    resumable = True
+
+    def __init__(self, max_message: int) -> None:
+        self.max_message = max_message
+
+    def opening(self) -> list[Command]:
+        return []
+
+    def decode_binary(self, data: bytes) -> tuple[bytes | Error | InputEnded, ...]:
+        return decode_audio_message(data, self.max_message)
+
+    def decode_text(self, text: str) -> tuple[Command | Error, ...]:
+        return (decode_client_text(text),)
+
+    def encode(self, events: list[Event]) -> list[str]:
+        return [encode_event(event) for event in events]
+
+    def closing(self, ending: Ending) -> list[str]:
+        return []
+
+
 # -- client to server ------------------------------------------------------------
 def decode_audio_message(data: bytes, limit: int) -> tuple[bytes | Error | InputEnded, ...]:
     """What a binary message carries: its audio, with an error if it was odd-sized; or the end of
@@ -97,11 +123,13 @@ def decode_client_text(text: str) -> Command | Error:
         return Flush()
     if kind == "close":
         return Close()
+    if kind == "clear":
+        return Clear()
     if kind == "config":
         return Configure(message)
     if kind == "resume":
         return _resume(message)
-    return Error("unknown_type", f"unknown message type {echo(kind)} (known: config, flush, close, resume)")
+    return Error("unknown_type", f"unknown message type {echo(kind)} (known: config, flush, clear, close, resume)")
 
 
 def _resume(message: Mapping[str, Any]) -> Resume | Error:
@@ -120,7 +148,8 @@ def encode_command(command: Command) -> str:
     if isinstance(command, Resume):
         return _dump({"type": "resume", "session_id": command.session_id, "token": command.token,
                       "last_seq": command.last_seq})
-    return _dump({"type": "flush" if isinstance(command, Flush) else "close"})
+    kind = "clear" if isinstance(command, Clear) else "flush" if isinstance(command, Flush) else "close"
+    return _dump({"type": kind})
 
 
 # -- server to client ------------------------------------------------------------
@@ -132,6 +161,9 @@ def options_json(options: SessionOptions) -> dict[str, Any]:
         "partials": options.partials,
         "vac": options.vac,
         "endpointing": options.endpointing,
+        "min_silence_ms": options.min_silence_ms,
+        "vad_threshold": options.vad_threshold,
+        "speech_pad_ms": options.speech_pad_ms,
     }
 
 
@@ -161,6 +193,8 @@ def encode_event(event: Event) -> str:
                           "words": _words_json(event.words)})
         case Flushed():
             return _dump({"type": "flushed"})
+        case Cleared():
+            return _dump({"type": "cleared"})
         case SpeechStarted():
             return _dump({"type": "speech_started", "time_ms": round(event.time_s * 1000)})
         case UtteranceEnded():
@@ -196,6 +230,8 @@ def decode_server_message(text: str) -> Event | None:
         return Resumed(str(message["session_id"]), int(message["resume_from_sample"]), int(message["replayed"]))
     if kind == "flushed":
         return Flushed()
+    if kind == "cleared":
+        return Cleared()
     if kind == "speech_started":
         return SpeechStarted(int(message["time_ms"]) / 1000)
     if kind == "utterance_end":

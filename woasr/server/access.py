@@ -74,7 +74,7 @@ class Tokens:
         """The token a web client presents: ``Authorization: Bearer <token>``, else ``?token=``
         (browsers cannot set headers on a WebSocket)."""
         scheme, _, credentials = (authorization or "").strip().partition(" ")
-        if scheme.lower() == "bearer" and credentials.strip():
+        if scheme.lower() in ("bearer", "token") and credentials.strip():  # Token: Deepgram's clients
             return credentials.strip()
         return query_token or None
 

@@ -164,8 +164,8 @@ def _web_server(service: StreamingService) -> _EmbeddedUvicorn:
     web.listening = socket.create_server((config.host, config.ws_port))
     host, port = config.host, web.listening.getsockname()[1]
     ws, http = ("wss", "https") if config.ssl_certfile else ("ws", "http")
-    log.info("HTTP listening on %s:%d (WebSocket %s://%s:%d/ and /v1/listen, page, REST%s)", host, port, ws, host,
-             port, ", TLS" if config.ssl_certfile else "")
+    log.info("HTTP listening on %s:%d (WebSocket %s://%s:%d/ and /v1/stream, Deepgram /v1/listen, "
+             "OpenAI /v1/realtime, page, REST%s)", host, port, ws, host, port, ", TLS" if config.ssl_certfile else "")
     print(f"listening {ws}://{host}:{port}/", flush=True)
     print(f"page {http}://{host}:{port}/", flush=True)
     return web

@@ -19,6 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from woasr import __version__
 from woasr.server.access import Tokens
 from woasr.server.service import StreamingService
+from woasr.transports.web.compat import serve_deepgram, serve_realtime
 from woasr.transports.web.transcriptions import transcription_router
 from woasr.transports.web.websocket import serve_websocket
 
@@ -94,9 +95,17 @@ def create_app(service: StreamingService) -> FastAPI:
     async def stream_root(websocket: WebSocket) -> None:
         await serve_websocket(websocket, service)
 
-    @app.websocket("/v1/listen")
+    @app.websocket("/v1/stream")
     async def stream(websocket: WebSocket) -> None:
         await serve_websocket(websocket, service)
+
+    @app.websocket("/v1/listen")
+    async def deepgram_listen(websocket: WebSocket) -> None:
+        await serve_deepgram(websocket, service)
+
+    @app.websocket("/v1/realtime")
+    async def openai_realtime(websocket: WebSocket) -> None:
+        await serve_realtime(websocket, service)
 
     # Only REST needs a token here: the WebSocket checks its own in serve_session, and the page,
     # /healthz, /readyz and /metrics stay open (probes and scrapers; they reveal no audio or text).

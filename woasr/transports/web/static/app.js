@@ -1,5 +1,5 @@
 // woasr microphone page: microphone -> 16 kHz PCM16 (pcm-worklet.js) -> WebSocket
-// /v1/listen -> partials and finals on screen. No framework, no build step.
+// /v1/stream -> partials and finals on screen. No framework, no build step.
 "use strict";
 
 const SAMPLE_RATE = 16000;
@@ -129,7 +129,7 @@ function showLevel(peak) {
 
 function socketUrl() {
   // Relative to the page, so it also works behind a proxy path; wss under https.
-  const url = new URL("v1/listen", location.href);
+  const url = new URL("v1/stream", location.href);
   url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
   // A server with authentication: open the page as /?token=..., the socket carries it on
   // (a browser cannot set an Authorization header on a WebSocket).
