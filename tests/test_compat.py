@@ -289,7 +289,8 @@ def test_openai_realtime_manual_commit_and_clear(server, manifest):
     async def run() -> tuple[dict, dict]:
         async with client.realtime.connect(extra_query={"intent": "transcription"}) as connection:
             await connection.session.update(session={"type": "transcription", "audio": {"input": {
-                "transcription": {"language": "en"}, "turn_detection": None}}})
+                "transcription": {"language": "en"}, "turn_detection": None}},
+                "include": ["item.input_audio_transcription.logprobs"]})
             await until(connection, "session.updated")
             for block in blocks(pcm(manifest, FIRST, 24000), 24000):
                 await connection.input_audio_buffer.append(audio=b64(block))
@@ -314,6 +315,8 @@ def test_openai_realtime_manual_commit_and_clear(server, manifest):
     first, second = asyncio.run(asyncio.wait_for(run(), 120))
     assert count_errors(manifest[FIRST].reference, first["transcript"]).rate < 0.2, first
     assert count_errors(manifest[SECOND].reference, second["transcript"]).rate < 0.2, second
+    deltas = [e for e in events if e["type"].endswith(".delta")]
+    assert deltas and all(e["logprobs"] and all(p["logprob"] <= 0 for p in e["logprobs"]) for e in deltas)
     text = normalize_text(" ".join(e.get("delta", "") for e in events))
     assert "country" not in text and "americans" not in text, text  # the cleared JFK clip
 

@@ -22,6 +22,7 @@ import base64
 import binascii
 import itertools
 import json
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -69,11 +70,13 @@ class RealtimeCodec:
         self._previous_item: str | None = None
         self._turn_text: list[str] = []
         """Texts of the open turn's deltas."""
-        self._held: list[str] = []
+        self._held: list[Final] = []
         """Finals of the open turn not yet sent (no turn detection: they go out at commit)."""
         self._turn_start_s = 0.0
         self._turn_end_s = 0.0
         self._created = False
+        self._logprobs = False
+        """The client asked for ``item.input_audio_transcription.logprobs``."""
         self._updates_pending = 0
         """``session.update`` events not yet answered (the first configuration is not one)."""
 
@@ -122,6 +125,8 @@ class RealtimeCodec:
         if session.get("type", "transcription") != "transcription":
             return (Error("invalid_request_error", "this server runs transcription sessions only: session.type must "
                                                    "be 'transcription' (connect with ?intent=transcription)"),)
+        if isinstance(session.get("include"), list):
+            self._logprobs = "item.input_audio_transcription.logprobs" in session["include"]
         audio_input = (session.get("audio") or {}).get("input") or {}
         fields: dict[str, object] = {}
         audio_format = audio_input.get("format")
@@ -171,9 +176,9 @@ class RealtimeCodec:
                     item = self._open_turn(event.words[0].start)
                     self._turn_end_s = event.words[-1].end
                     if self._vad:
-                        out.append(self._delta(item, event.text))
+                        out.append(self._delta(item, event))
                     else:  # no turn detection: the turn's text is its audio's until commit (or clear)
-                        self._held.append(event.text)
+                        self._held.append(event)
                 case UtteranceEnded():
                     if self._item is not None:
                         out.append(self._event("input_audio_buffer.speech_stopped",
@@ -204,12 +209,16 @@ class RealtimeCodec:
     def _vad(self) -> bool:
         return self._options is not None and self._options.endpointing
 
-    def _delta(self, item: str, text: str) -> str:
-        """One final's text as a delta: deltas only append, so partials (which may change) are not sent."""
-        delta = text if not self._turn_text else " " + text
-        self._turn_text.append(text)
+    def _delta(self, item: str, final: Final) -> str:
+        """One final's text as a delta: deltas only append, so partials (which may change) are not sent.
+        With ``include: ["item.input_audio_transcription.logprobs"]`` each word's probability comes
+        as a log-probability (one entry per word, not per token)."""
+        delta = final.text if not self._turn_text else " " + final.text
+        self._turn_text.append(final.text)
+        logprobs = {"logprobs": [{"token": w.text, "logprob": round(math.log(max(w.probability, 1e-9)), 4),
+                                  "bytes": list(w.text.encode())} for w in final.words]} if self._logprobs else {}
         return self._event("conversation.item.input_audio_transcription.delta", item_id=item, content_index=0,
-                           delta=delta)
+                           delta=delta, **logprobs)
 
     def _close_turn(self) -> list[str]:
         """``committed``, the held deltas (without turn detection), then ``completed`` for the open turn."""
@@ -217,7 +226,7 @@ class RealtimeCodec:
         assert item is not None
         self._item, self._previous_item = None, item
         out = [self._event("input_audio_buffer.committed", item_id=item, previous_item_id=previous)]
-        out += [self._delta(item, text) for text in self._held]
+        out += [self._delta(item, final) for final in self._held]
         self._held = []
         seconds = max(self._turn_end_s - self._turn_start_s, 0.0)
         out.append(self._event("conversation.item.input_audio_transcription.completed", item_id=item,
