@@ -122,6 +122,7 @@ def test_deepgram_sdk_streams_interim_and_final_results_finalize_keepalive_and_c
     kinds = [m["type"] for _, m in received]
     assert kinds[-1] == "Metadata" and kinds.count("Metadata") == 1, kinds
     assert {"Results", "SpeechStarted", "UtteranceEnd", "ConfigureSuccess"} <= set(kinds), kinds
+    assert "Error" not in kinds, kinds  # KeepAlive and Configure were understood
     results = [m for _, m in received if m["type"] == "Results"]
     finals = [m for m in results if m["is_final"]]
     assert any(not m["is_final"] for m in results), "no interim results"

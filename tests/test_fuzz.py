@@ -34,7 +34,7 @@ CASES = {"ws": 500, "tcp": 250, "http": 300}
 
 def random_json(rng: random.Random) -> str:
     """Text a client should not send: wrong shapes, types, values, sizes and nesting."""
-    kind = rng.randrange(10)
+    kind = rng.randrange(11)
     if kind == 0:
         return "[" * rng.choice((10, 1000, 100_000))
     if kind == 1:
@@ -55,6 +55,14 @@ def random_json(rng: random.Random) -> str:
         return json.dumps({"type": "config", "language": "de" * rng.randrange(1, 50)})
     if kind == 8:
         return '{"type": "config", "prompt": "' + "\\u0000" * 100 + '"}'
+    if kind == 9:  # the compatible protocols' messages, with wrong or random fields
+        event = rng.choice(["KeepAlive", "Finalize", "CloseStream", "Configure", "session.update",
+                            "input_audio_buffer.append", "input_audio_buffer.commit", "input_audio_buffer.clear"])
+        field = rng.choice(["keyterms", "language", "session", "audio", "prompt"])
+        value = rng.choice([None, 3, "x" * 3000, ["a", 1], {"audio": {"input": {"format": {"rate": 8000}}}},
+                            {"type": "realtime"}, "!!notbase64", {"audio": {"input": {"turn_detection": {
+                                "type": "server_vad", "silence_duration_ms": -5}}}}])
+        return json.dumps({"type": event, field: value})
     return "".join(rng.choice('{}[]":,0123456789aeflnrstu\\') for _ in range(rng.randrange(1, 200)))
 
 
@@ -63,19 +71,25 @@ def random_bytes(rng: random.Random) -> bytes:
     return rng.randbytes(size)
 
 
+PATHS = {"/": "close", "/v1/listen": "CloseStream", "/v1/realtime?intent=transcription": None}
+"""Each WebSocket protocol, with its polite end."""
+
+
 async def ws_case(port: int, rng: random.Random, tally: Counter) -> None:
-    """One connection: a few malformed messages, then a close (polite or abrupt)."""
+    """One connection in one of the protocols: a few malformed messages, then a close (polite or abrupt)."""
+    path = rng.choice(list(PATHS))
     try:
-        async with websockets.connect(f"ws://127.0.0.1:{port}/", open_timeout=10, close_timeout=2) as ws:
-            await ws.recv()  # ready
+        async with websockets.connect(f"ws://127.0.0.1:{port}{path}", open_timeout=10, close_timeout=2) as ws:
+            if path == "/":
+                await ws.recv()  # ready
             for _ in range(rng.randrange(1, 5)):
                 message = random_bytes(rng) if rng.random() < 0.5 else random_json(rng)
                 await ws.send(message)
                 tally["ws inputs"] += 1
-            if rng.random() < 0.5:
-                await ws.send(json.dumps({"type": "close"}))
+            if rng.random() < 0.5 and PATHS[path]:
+                await ws.send(json.dumps({"type": PATHS[path]}))
             async for text in ws:
-                if isinstance(text, str) and json.loads(text).get("type") == "error":
+                if isinstance(text, str) and json.loads(text).get("type") in ("error", "Error"):
                     tally["ws errors answered"] += 1
                 if rng.random() < 0.3:
                     break  # leave abruptly
