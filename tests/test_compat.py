@@ -17,11 +17,10 @@ import pytest
 import soxr
 import websockets
 
+from tests.servers import ServerProcess, free_port
 from woasr.audio_io import load_audio
 from woasr.clients.sources import to_pcm16
 from woasr.tools.textnorm import count_errors, normalize_text
-
-from tests.servers import ServerProcess, free_port
 
 pytestmark = pytest.mark.model
 
@@ -246,7 +245,8 @@ def test_openai_realtime_transcription_with_server_vad_deltas_and_completed(serv
     kinds = [e["type"] for e in events]
     assert kinds[:2] == ["session.created", "session.updated"], kinds
     updated = events[1]["session"]["audio"]["input"]
-    assert updated["turn_detection"]["silence_duration_ms"] == 600 and updated["transcription"]["prompt"] == "Exhibition"
+    assert updated["turn_detection"]["silence_duration_ms"] == 600
+    assert updated["transcription"]["prompt"] == "Exhibition"
     turns: dict[str, list[str]] = {}
     for event in events[2:]:
         turns.setdefault(event.get("item_id"), []).append(event["type"])

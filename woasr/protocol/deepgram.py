@@ -35,7 +35,7 @@ from woasr.protocol.events import (
     UtteranceEnded,
     echo,
 )
-from woasr.protocol.session import MAX_PROMPT_CHARS, VAD_RANGES
+from woasr.protocol.session import CONFIG_ERRORS, MAX_PROMPT_CHARS, VAD_RANGES
 from woasr.protocol.websocket import decode_audio_message
 
 ENCODINGS = ("linear16",)
@@ -45,7 +45,6 @@ MOVED = ("this is the Deepgram-compatible endpoint; this server's own protocol (
          "flush, close) moved to / and /v1/stream")
 """Said to a client of this product's own protocol that still connects to ``/v1/listen``."""
 _WORD_EDGES = re.compile(r"^[^\w']+|[^\w']+$")
-CONFIG_ERRORS = ("bad_value", "unknown_field", "config_after_audio")
 _VARIANTS = {"bad_message": "SchemaError", "unknown_type": "SchemaError", "bad_value": "SchemaError",
              "capacity": "TooManyRequests", "unauthorized": "Unauthorized", "server_error": "ServerError"}
 """Deepgram's ``variant`` for this product's error codes (others: ``ServerError``)."""

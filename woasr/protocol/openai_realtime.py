@@ -42,12 +42,11 @@ from woasr.protocol.events import (
     UtteranceEnded,
     echo,
 )
+from woasr.protocol.session import CONFIG_ERRORS
 from woasr.protocol.websocket import decode_audio_message
 
 INPUT_RATE = 24_000
 """The only PCM rate of the Realtime API."""
-CONFIG_ERRORS = ("bad_value", "unknown_field", "config_after_audio")
-"""Error codes of a refused configuration."""
 CLIENT_EVENTS = ("session.update", "input_audio_buffer.append", "input_audio_buffer.commit",
                  "input_audio_buffer.clear")
 

@@ -59,6 +59,8 @@ MIN_CHUNK_RANGE = (0.1, 30.0)
 MAX_PROMPT_CHARS = 1000
 MID_STREAM_OPTIONS = frozenset({"language", "prompt"})
 """Options a client may change after its first audio: they only steer the next model calls."""
+CONFIG_ERRORS = ("bad_value", "unknown_field", "config_after_audio")
+"""Error codes with which :meth:`StreamSession.configure` refuses a configuration."""
 VAD_RANGES = {"min_silence_ms": (100, 10_000), "vad_threshold": (0.05, 0.95), "speech_pad_ms": (0, 2000)}
 """Voice-activity options a session may set (before its first audio), with their ranges."""
 

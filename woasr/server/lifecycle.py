@@ -225,7 +225,7 @@ async def _attend(service: StreamingService, live: _LiveSession, connection: Con
         live.lost = outcome.reason
         if live.outlet.sink is connection:
             live.outlet.detach()
-        kept = live.outlet.resumable and not outcome.deliberate and not runner.aborted
+        kept = live.outlet.resumable and not outcome.deliberate and not runner.aborted and not service.draining
         if kept and service.resumable.detach(live):
             log.info("session %s: connection lost (%s); kept %g s for a resume", runner.session_id, outcome.reason,
                      service.config.resume_window)

@@ -157,11 +157,16 @@ class ResumableSessions:
         self._detached[session_id] = loop.call_later(self.window, self._expire, session_id)
         return True
 
-    def _expire(self, session_id: str) -> None:
+    def give_up_all(self) -> None:
+        """Shutdown: no detached session waits for a resume any longer."""
+        for session_id in list(self._detached):
+            self._expire(session_id, "server shutting down")
+
+    def _expire(self, session_id: str, why: str | None = None) -> None:
         if (timer := self._detached.pop(session_id, None)) is not None:
             timer.cancel()
         if (live := self._sessions.pop(session_id, None)) is not None:
-            live.lost = f"not resumed within {self.window:g} s: {live.lost}"
+            live.lost = f"{why or f'not resumed within {self.window:g} s'}: {live.lost}"
             live.runner.abort()
 
     def claim(self, request: Resume) -> tuple[Resumable, list[Final]] | Error:

@@ -153,6 +153,7 @@ class StreamingService:
     async def drain(self, timeout: float, force: asyncio.Event) -> None:
         """Finish every open session; wait until they are done, ``timeout`` passes or ``force`` is set."""
         self.draining = True
+        self.resumable.give_up_all()
         if not self._runners:
             return
         log.info("draining %d session(s): finishing them (up to %g s)", len(self._runners), timeout)
