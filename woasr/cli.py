@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
+from woasr.asr.loaded import BACKENDS
 from woasr.asr.models import ModelUnavailableError
 from woasr.config import (DEFAULT_TCP_PORT, DEFAULT_WS_PORT, EnvValue, EnvValueError, UserInputError, default_host,
                           env, env_bool, env_int)
@@ -21,13 +22,13 @@ from woasr.core.processor import DEFAULT_MIN_CHUNK_S, ProcessorSettings
 from woasr.core.vad import VadSettings
 
 if TYPE_CHECKING:
+    from woasr.asr.loaded import LoadedASR
     from woasr.clients.display import TerminalDisplay
     from woasr.clients.reconnect import Transport
 
 log = logging.getLogger("woasr")
 
 T = TypeVar("T")
-BACKENDS = ("faster-whisper",)
 
 
 def checked(parse: Callable[[str], T], what: str, ok: Callable[[T], bool] = lambda _: True) -> Callable[[str], T]:
@@ -68,7 +69,8 @@ positive_seconds = checked(float, "a number of seconds > 0", lambda v: math.isfi
 seconds_or_zero = checked(float, "a number of seconds >= 0", lambda v: math.isfinite(v) and v >= 0)
 at_least_one = checked(int, "a whole number >= 1", lambda v: v >= 1)
 not_negative = checked(int, "a whole number >= 0", lambda v: v >= 0)
-backend_name = checked(str, f"one of: {', '.join(BACKENDS)}", lambda v: v in BACKENDS)
+backend_name = checked(lambda v: v.strip().lower().replace("_", "-"), f"one of: {', '.join(BACKENDS)}",
+                       lambda v: v in BACKENDS)
 language_code = checked(lambda v: v.strip().lower(), "'auto' or a language code Whisper knows (en, de, fr, zh, ...)",
                         _is_language)
 
@@ -175,14 +177,15 @@ def language_arg(value: str | None) -> str | None:
     return None if value in (None, "", "auto") else value
 
 
-def build_asr(args: argparse.Namespace, workers: int = 1, threads: int | None = None):
+def build_asr(args: argparse.Namespace, workers: int = 1, threads: int | None = None) -> LoadedASR:
     """The backend the options describe; ``threads`` overrides ``--threads``.
 
     ``--threads 0`` gives each model call the threads a server's call gets (one per
     call on a CPU, where the server runs one call per core), so that ``simulate`` and
     ``eval`` measure what one stream of ``woasr serve`` experiences.
     """
-    from woasr.asr.faster_whisper_backend import DecodeSettings, FasterWhisperASR
+    from woasr.asr.faster_whisper_backend import FasterWhisperASR
+    from woasr.asr.loaded import DecodeSettings
     from woasr.engine.sizing import worker_layout
 
     decode = DecodeSettings(
@@ -190,10 +193,15 @@ def build_asr(args: argparse.Namespace, workers: int = 1, threads: int | None = 
         silence_pad_s=args.silence_pad, single_pass=not args.redecode_tail, incremental=args.incremental,
         greedy_first=args.greedy_first, fallback_logprob=args.fallback_logprob,
     )
+    cpu_threads = worker_layout(args.device, 0, args.threads).threads if threads is None else threads
+    if args.backend == "whisper-timestamped":
+        from woasr.asr.whisper_timestamped_backend import WhisperTimestampedASR
+
+        return WhisperTimestampedASR(args.model, language_arg(args.lang), device=args.device,
+                                     cpu_threads=cpu_threads, decode=decode)
     return FasterWhisperASR(
         args.model, language_arg(args.lang), device=args.device, compute_type=args.compute_type,
-        cpu_threads=worker_layout(args.device, 0, args.threads).threads if threads is None else threads,
-        workers=workers, decode=decode,
+        cpu_threads=cpu_threads, workers=workers, decode=decode,
     )
 
 
@@ -291,6 +299,8 @@ def cmd_models(args: argparse.Namespace) -> int:
     if not args.name:
         log.error("models %s needs a model name (%s)", args.action, ", ".join(models.OFFLINE_MODELS))
         return 2
+    if args.action == "convert":
+        return convert_model(args.name)
     if args.action == "prepare":
         path = models.offline_dir(args.name) if args.name in models.OFFLINE_MODELS else None
         if path is None:
@@ -300,6 +310,31 @@ def cmd_models(args: argparse.Namespace) -> int:
         return 0
     print(models.resolve_model(args.name, None).source)
     return 0
+
+
+def convert_model(name: str) -> int:
+    """``woasr models convert NAME --to openai-whisper``: write the checkpoint once, then check it by
+    transcribing a known clip with both backends (the words must agree)."""
+    from importlib.resources import files
+
+    from woasr.asr.faster_whisper_backend import FasterWhisperASR
+    from woasr.asr.models import openai_whisper_checkpoint, resolve_model, sha256_of
+    from woasr.asr.whisper_timestamped_backend import WhisperTimestampedASR
+    from woasr.audio_io import load_audio
+    from woasr.tools.textnorm import normalize_text
+
+    choice = resolve_model(name, None)
+    path = openai_whisper_checkpoint(choice)
+    audio = load_audio(str(files("woasr.asr") / "assets" / "check.wav"))
+    language = "en"
+    theirs = FasterWhisperASR(name, language).offline().transcribe(audio, "", language)
+    ours = WhisperTimestampedASR(name, language).transcribe(audio, "", language)
+    same = normalize_text(" ".join(w.text for w in ours.words)) == normalize_text(
+        " ".join(w.text for w in theirs.words))
+    print(f"{path}\tsha256 {sha256_of(path)}")
+    print(f"check clip: faster-whisper {' '.join(w.text.strip() for w in theirs.words)!r}; "
+          f"converted {' '.join(w.text.strip() for w in ours.words)!r}: {'same words' if same else 'DIFFERENT'}")
+    return 0 if same else 1
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -750,9 +785,11 @@ def cmd_capture(args: argparse.Namespace) -> int:
 
 def _add_models_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """``woasr models``: find or prepare the models that work without the model hub."""
-    mo = sub.add_parser("models", help="list, locate or prepare the offline models")
-    mo.add_argument("action", choices=["list", "path", "prepare"])
+    mo = sub.add_parser("models", help="list, locate, prepare or convert the offline models")
+    mo.add_argument("action", choices=["list", "path", "prepare", "convert"])
     mo.add_argument("name", nargs="?")
+    mo.add_argument("--to", choices=["openai-whisper"], default="openai-whisper",
+                    help="convert: the format to write (an openai-whisper .pt, for --backend whisper-timestamped)")
     mo.set_defaults(func=cmd_models)
 
 

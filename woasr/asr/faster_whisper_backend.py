@@ -6,13 +6,12 @@ import copy
 import dataclasses
 import logging
 import threading
-from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 from faster_whisper import WhisperModel
 
 from woasr.asr.buffer_decoder import BufferDecoder, TailPolicy
+from woasr.asr.loaded import DecodeSettings
 from woasr.asr.models import ModelChoice, ModelUnavailableError, offline_hint, resolve_model
 from woasr.core.audio import SAMPLE_RATE, FloatAudio
 from woasr.core.records import Segment, Transcription, Word
@@ -23,39 +22,6 @@ FULL_WINDOW_FRAMES = 3000
 """Whisper's 30 s encoder input, in 10 ms mel frames."""
 
 FULL_WINDOW_SAMPLES = FULL_WINDOW_FRAMES * SAMPLE_RATE // 100
-
-
-@dataclass(frozen=True, slots=True)
-class DecodeSettings:
-    """Decoding options gathered in one place; every update uses the same ones."""
-
-    beam_size: int = 5
-    task: Literal["transcribe", "translate"] = "transcribe"
-    vad_filter: bool = False
-    encoder_window: Literal["full", "auto"] = "auto"
-    """``full`` pads every buffer to 30 s as faster-whisper does; ``auto`` encodes
-    the buffer plus one second, at least ``encoder_floor_s`` (see docs/eval.md)."""
-    encoder_floor_s: float = 10.0
-    single_pass: bool = True
-    """Decode a buffer of up to 30 s once. faster-whisper drops a last segment that has
-    no end timestamp and decodes the audio from its start again (a second encoder and
-    decoder pass, in most streaming updates, since a live buffer ends mid-speech); with
-    this on, that segment is kept, ending at the buffer end (docs/eval.md). Whole files
-    (the offline baseline, REST) keep faster-whisper's behaviour."""
-    incremental: bool = True
-    """Streaming buffers (up to 30 s) are decoded by :class:`BufferDecoder`: one encoder
-    pass, the committed words forced as the decoder's prefix, the tail greedy first and
-    with the beam only when unsure (docs/eval.md, "Cheaper updates"). Off: faster-whisper's
-    ``transcribe`` decodes the whole buffer every update."""
-    greedy_first: bool = False
-    """With ``incremental``: greedy decoding, the beam search only as the fallback. Off by
-    default: it saved about a third of the decoder time and cost about a WER point (docs/eval.md)."""
-    fallback_logprob: float = -0.5
-    """With ``greedy_first``: a greedy tail less probable than this per token is decoded again with the beam."""
-    silence_pad_s: float = 0.0
-    """Real silence appended to each buffer before the model sees it. Off by default: with
-    the ``auto`` window it made Whisper loop in about one update in ten (docs/eval.md); the
-    processor pads the last buffer of a stream instead (``ProcessorSettings.finish_pad_s``)."""
 
 
 class _WindowedWhisperModel(WhisperModel):
@@ -117,6 +83,8 @@ def load_whisper(
 
 class FasterWhisperASR:
     """The seed's backend adapter: one buffer in, timed words and segment figures out."""
+
+    backend = "faster-whisper"
 
     def __init__(
         self,

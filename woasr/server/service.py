@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from woasr.asr.faster_whisper_backend import FasterWhisperASR
+from woasr.asr.loaded import LoadedASR
 from woasr.core.processor import OnlineASRProcessor
 from woasr.engine import InferenceEngine, LocalEngine
 from woasr.engine.admission import Admission
@@ -37,14 +37,14 @@ class ModelLoadFailed(RuntimeError):
 class StreamingService:
     """The shared parts: the model, the engine, session ids, admission and draining."""
 
-    def __init__(self, load_asr: Callable[[], FasterWhisperASR], config: ServerConfig,
+    def __init__(self, load_asr: Callable[[], LoadedASR], config: ServerConfig,
                  engine: InferenceEngine | None = None) -> None:
         self.load_asr = load_asr
         self.config = config
         admission = Admission(config.workers, config.admission_chunk, config.max_sessions,
                               latency_target=config.latency_target)
         self.engine: InferenceEngine = engine or LocalEngine(lambda: self.asr, config.workers, admission)
-        self.asr: FasterWhisperASR | None = None
+        self.asr: LoadedASR | None = None
         self.draining = False
         self.metrics = ServerMetrics()
         self._runners: set[SessionRunner] = set()
@@ -59,7 +59,7 @@ class StreamingService:
     def ready(self) -> bool:
         return self.asr is not None
 
-    async def wait_ready(self) -> FasterWhisperASR:
+    async def wait_ready(self) -> LoadedASR:
         await self._loaded.wait()
         assert self.asr is not None
         return self.asr
@@ -126,6 +126,7 @@ class StreamingService:
         asr = self.asr
         assert asr is not None
         settings: dict[str, Any] = {
+            "backend": asr.backend,
             "beam_size": asr.decode.beam_size,
             "encoder_window": asr.decode.encoder_window,
             "task": asr.decode.task,

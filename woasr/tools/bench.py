@@ -84,7 +84,7 @@ from woasr.tools.simulate import simulate
 from woasr.tools.textnorm import ErrorCount, count_errors
 
 if TYPE_CHECKING:
-    from woasr.asr.faster_whisper_backend import FasterWhisperASR
+    from woasr.asr.loaded import LoadedASR
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +175,7 @@ def playlists(sets: list[list[ManifestRow]], count: int, seconds: float) -> list
     return result
 
 
-def with_baselines(lists: list[Playlist], asr: FasterWhisperASR, settings: ProcessorSettings,
+def with_baselines(lists: list[Playlist], asr: LoadedASR, settings: ProcessorSettings,
                    min_chunk: float, progress: bool = True) -> list[Playlist]:
     """Each playlist with its offline transcription and its transcript streamed alone (simulated).
 

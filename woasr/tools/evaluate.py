@@ -22,7 +22,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from woasr.asr.faster_whisper_backend import FasterWhisperASR
+from woasr.asr.loaded import LoadedASR
 from woasr.audio_io import load_audio
 from woasr.core.audio import SAMPLE_RATE, FloatAudio
 from woasr.core.processor import OnlineASRProcessor, ProcessorSettings
@@ -149,7 +149,7 @@ class _Totals:
 class _Setup:
     """How every clip of one evaluation is streamed; kept together so the passes and the report agree."""
 
-    asr: FasterWhisperASR
+    asr: LoadedASR
     min_chunk: float
     language: str | None
     aware: bool
@@ -170,6 +170,7 @@ class _Setup:
         """The report's leading keys: what was run, so reports of different runs can be compared."""
         return {
             "model": self.asr.choice.name,
+            "backend": self.asr.backend,
             "language": self.language or "manifest",
             "min_chunk_s": self.min_chunk,
             "computation_aware": self.aware,
@@ -185,7 +186,7 @@ class _Setup:
 class _OfflineTranscripts:
     """Each clip's offline words, transcribed once however many passes stream it (and the time that took)."""
 
-    backend: FasterWhisperASR
+    backend: LoadedASR
     words: dict[str, tuple[Word, ...]] = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -200,7 +201,7 @@ class _OfflineTranscripts:
 
 def evaluate(
     rows: list[ManifestRow],
-    asr: FasterWhisperASR,
+    asr: LoadedASR,
     min_chunk: float,
     language: str | None = None,
     aware: bool = True,
@@ -217,7 +218,7 @@ def evaluate(
     ``vac`` streams with voice-activity control.
     """
     setup = _Setup(asr, min_chunk, language, aware, settings or ProcessorSettings(), vac)
-    offline = _OfflineTranscripts(asr.offline())  # plain faster-whisper
+    offline = _OfflineTranscripts(asr.offline())  # the whole-file decoding
     clips: list[dict[str, Any]] = []
     passes: list[_Totals] = []
     total = _Totals()

@@ -43,7 +43,7 @@ from starlette.formparsers import MultiPartException
 from starlette.requests import ClientDisconnect
 from starlette.types import Message
 
-from woasr.asr.faster_whisper_backend import FasterWhisperASR
+from woasr.asr.loaded import LoadedASR
 from woasr.core.audio import SAMPLE_RATE
 from woasr.core.language import UnsupportedLanguage, resolve_language
 from woasr.core.records import Transcription
@@ -348,7 +348,7 @@ class _Form:
     prompt: str
 
 
-def _checked_language(value: str | None, asr: FasterWhisperASR) -> str | None:
+def _checked_language(value: str | None, asr: LoadedASR) -> str | None:
     """The requested language by the one language rule of every transport; None keeps the server's default.
 
     Refused unless the loaded model supports it, rather than silently decoding another language.
@@ -362,7 +362,7 @@ def _checked_language(value: str | None, asr: FasterWhisperASR) -> str | None:
                                  "unsupported_language") from exc
 
 
-def _parse_form(form: FormData, response_format: str, asr: FasterWhisperASR) -> _Form:
+def _parse_form(form: FormData, response_format: str, asr: LoadedASR) -> _Form:
     """The form's fields, validated in a fixed order, so the first bad field is the one reported.
 
     ``response_format`` is read by the caller, so its refusal log line can name it.
@@ -400,7 +400,7 @@ async def _check_admission(service: StreamingService, body: _BodyReader) -> None
 
 
 async def _run_model(
-    service: StreamingService, asr: FasterWhisperASR, audio: np.ndarray, fields: _Form
+    service: StreamingService, asr: LoadedASR, audio: np.ndarray, fields: _Form
 ) -> tuple[Transcription, float]:
     """The transcription and the model's compute seconds.
 
@@ -423,7 +423,7 @@ async def _run_model(
 
 
 def _render_and_log(
-    fields: _Form, transcription: Transcription, duration: float, asr: FasterWhisperASR, *,
+    fields: _Form, transcription: Transcription, duration: float, asr: LoadedASR, *,
     upload_s: float, decode_s: float, compute_s: float, queued_s: float,
 ) -> Response:
     """The response in the asked format, plus one log line with where the request's time went."""
