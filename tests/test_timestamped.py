@@ -173,14 +173,17 @@ def test_a_server_chosen_by_env_streams_and_answers_rest_with_whisper_timestampe
 
 def test_eval_and_bench_take_the_backend(audio_dir, tmp_path):
     report, bench = tmp_path / "eval.json", tmp_path / "bench.json"
-    for command in (["eval", "--manifest", str(audio_dir / "manifest.tsv"), "--glob", "en/ljspeech_LJ001-0001.wav",
+    for command in (["eval", "--manifest", str(audio_dir / "manifest.tsv"), "--glob", "en/ljspeech_LJ001-0001.wav,conv/pyannote_phone_call.wav",
                      "--backend", "whisper-timestamped", "--json", str(report)],
                     ["bench", "--manifest", str(audio_dir / "manifest.tsv"), "--streams", "1", "--seconds", "8",
                      "--serve-args", "--backend whisper_timestamped", "--json", str(bench)]):
         result = subprocess.run([*WOASR, *command], cwd=ROOT, capture_output=True, text=True, timeout=600)
         assert result.returncode == 0, result.stderr[-3000:]
     evaluated = json.loads(report.read_text())
-    assert evaluated["backend"] == "whisper-timestamped" and evaluated["wer_streaming"] < 0.2
+    assert evaluated["backend"] == "whisper-timestamped" and evaluated["wer_streaming"] < 0.3
+    # The phone call's turns (.segments.json): its streamed words start near the annotated boundaries.
+    timing = evaluated["word_timing"]["streaming"]
+    assert timing["utterances"] >= 10 and timing["start_error_ms"]["p50"] < 500, timing
     run = json.loads(bench.read_text())["runs"][0]
     assert run["admitted"] == 1 and run["wer"] < 0.3, run
 

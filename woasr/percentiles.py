@@ -6,7 +6,7 @@ from collections.abc import Collection, Iterable
 
 import numpy as np
 
-POINTS = {"p50": 50, "p95": 95, "max": 100}
+POINTS = {"p50": 50, "p90": 90, "p95": 95, "max": 100}
 """Report key -> percentile."""
 
 
@@ -20,7 +20,7 @@ def percentiles(values: Collection[float], points: Iterable[float]) -> list[floa
 def percentiles_ms(
     values: Collection[float], keys: tuple[str, ...] = ("p50", "p95", "max"), ndigits: int | None = 1
 ) -> dict[str, float | None]:
-    """Seconds in, milliseconds out, keyed ``p50``/``p95``/``max`` as reports name them (None: no values)."""
+    """Seconds in, milliseconds out, keyed ``p50``/``p90``/``p95``/``max`` as reports name them (None: no values)."""
     found = percentiles(values, (POINTS[k] for k in keys))
     if found is None:
         return {k: None for k in keys}

@@ -34,6 +34,7 @@ from woasr.tools.errors import Breakdown, RecordingBackend, UpdateTrace, explain
 from woasr.tools.manifest import ManifestRow
 from woasr.tools.simulate import PartialTracker, simulate
 from woasr.tools.textnorm import ErrorCount, count_errors
+from woasr.tools.timing import BoundaryOffsets, boundary_offsets, utterances_beside
 
 
 @dataclass(slots=True)
@@ -112,6 +113,8 @@ class _Totals:
     audio_s: float = 0.0
     repeated: list[str] = field(default_factory=list)
     breakdown: Breakdown = field(default_factory=Breakdown)
+    timing: dict[str, BoundaryOffsets] = field(default_factory=dict)
+    """Word times against ``.segments.json`` utterance boundaries, ``streaming`` and ``offline``."""
 
     def add(self, other: _Totals) -> None:
         self.streaming += other.streaming
@@ -125,6 +128,8 @@ class _Totals:
         self.audio_s += other.audio_s
         self.repeated += other.repeated
         self.breakdown += other.breakdown
+        for words, offsets in other.timing.items():
+            self.timing.setdefault(words, BoundaryOffsets()).add(offsets)
 
     @property
     def wer(self) -> float | None:
@@ -263,6 +268,7 @@ def _figures(rows: list[ManifestRow], passes: list[_Totals], total: _Totals, off
         "runs": [p.summary() for p in passes],
         "wer_spread": round(max(wers) - min(wers), 4) if wers else None,
         "error_breakdown": total.breakdown.as_json(),
+        "word_timing": {words: offsets.summary() for words, offsets in total.timing.items()} or None,
         "repeated_phrases": total.repeated,
         "error_examples": total.breakdown.examples,
     }
@@ -281,6 +287,10 @@ def _score_clip(row: ManifestRow, run: StreamRun, offline_words: tuple[Word, ...
     totals.vs_offline = count_errors(offline_text, run.text, row.language)
     totals.breakdown, totals.repeated = explain(row.name, run.trace, offline_words, row.language,
                                                 settings.max_buffer_s)
+    utterances = utterances_beside(row.path)
+    if utterances:
+        totals.timing = {"streaming": boundary_offsets(run.committed, utterances),
+                         "offline": boundary_offsets(offline_words, utterances)}
     clip = {
         "file": row.name,
         "language": row.language,
@@ -290,6 +300,7 @@ def _score_clip(row: ManifestRow, run: StreamRun, offline_words: tuple[Word, ...
         "max_buffer_s": round(run.max_buffer_s, 2),
         "error_breakdown": totals.breakdown.as_json(),
         "repeated_phrases": totals.repeated,
+        "word_timing": {words: offsets.as_json() for words, offsets in totals.timing.items()} or None,
         "streaming_text": run.text,
         "offline_text": offline_text,
     }
