@@ -18,8 +18,11 @@ class CuttingProxy:
     A cut sends a TCP RST both ways: no close frame, no FIN, as when a network drops.
     """
 
-    def __init__(self, target: int) -> None:
+    def __init__(self, target: int, later: int | None = None) -> None:
+        """``later``: where connections after the first go (a front-end process other than the first's)."""
         self.target = target
+        self.later = later
+        self.connections = 0
         self.port = free_port()
         self.cuts = 0
         self._open: list[tuple[asyncio.StreamWriter, asyncio.StreamWriter, float]] = []
@@ -58,8 +61,10 @@ class CuttingProxy:
         return len(pairs)
 
     async def _serve(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        target = self.target if self.connections == 0 or self.later is None else self.later
+        self.connections += 1
         try:
-            server_reader, server_writer = await asyncio.open_connection("127.0.0.1", self.target)
+            server_reader, server_writer = await asyncio.open_connection("127.0.0.1", target)
         except OSError:
             client_writer.close()
             return

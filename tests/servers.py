@@ -41,7 +41,9 @@ class ServerProcess:
     ``port`` is the TCP port and ``ws_port`` the WebSocket/HTTP port (None when disabled).
     """
 
-    def __init__(self, args: list[str], env: dict[str, str] | None = None, command: list[str] | None = None):
+    def __init__(self, args: list[str], env: dict[str, str] | None = None, command: list[str] | None = None,
+                 ready: str = "ready model=", copies: int = 1):
+        """``ready``: the line that says the process serves (``copies`` times: one per front-end process)."""
         if command is None and "--ws-port" not in args:
             args = [*args, "--ws-port", "0"]  # tests that want WebSocket ask for a free port
         if command is None and "--max-chunk" not in args and "--max-sessions" not in args:
@@ -56,6 +58,7 @@ class ServerProcess:
         self.output: list[str] = []
         self.port: int | None = None
         self.ws_port: int | None = None
+        self.ready, self.copies = ready, copies
 
     def start(self, timeout: float = 120.0) -> ServerProcess:
         self.proc = subprocess.Popen(
@@ -65,7 +68,7 @@ class ServerProcess:
         self._drain.start()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and self.proc.poll() is None:
-            if "ready model=" in self.text:
+            if self.text.count(self.ready) >= self.copies:
                 if match := re.search(r"listening tcp://[^:]+:(\d+)", self.text):
                     self.port = int(match.group(1))
                 if match := re.search(r"listening ws://[^:]+:(\d+)", self.text):

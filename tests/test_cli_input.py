@@ -68,6 +68,12 @@ def test_an_environment_value_is_checked_only_by_the_commands_that_use_it(tmp_pa
             "cannot read audio")
 
 
+def test_the_engine_and_the_triton_addresses_are_checked():
+    refused(woasr("serve", env={"STREAM_ENGINE": "cloud"}), "STREAM_ENGINE", "'cloud'", "local or triton")
+    refused(woasr("serve", "--engine", "triton"), "woasr.serve", "--triton-url host:port", "no Triton address")
+    refused(woasr("serve", "--triton-url", "localhost"), "woasr.serve", "'localhost' is not host:port")
+
+
 # Files that are missing or not audio, for every command that reads one.
 
 def not_audio(tmp_path: Path) -> Path:

@@ -46,8 +46,8 @@ def tiny(request):
 def test_the_converted_checkpoint_holds_the_source_weights_exactly():
     import torch
 
-    from woasr.asr.checkpoint import read_ct2_variables
-    from woasr.asr.models import openai_whisper_checkpoint, resolve_model
+    from woasr.asr.checkpoint import openai_whisper_checkpoint, read_ct2_variables
+    from woasr.asr.models import resolve_model
 
     choice = resolve_model("tiny.en", "en")
     source = read_ct2_variables(Path(choice.source) / "model.bin")
@@ -173,7 +173,8 @@ def test_a_server_chosen_by_env_streams_and_answers_rest_with_whisper_timestampe
 
 def test_eval_and_bench_take_the_backend(audio_dir, tmp_path):
     report, bench = tmp_path / "eval.json", tmp_path / "bench.json"
-    for command in (["eval", "--manifest", str(audio_dir / "manifest.tsv"), "--glob", "en/ljspeech_LJ001-0001.wav,conv/pyannote_phone_call.wav",
+    for command in (["eval", "--manifest", str(audio_dir / "manifest.tsv"), "--glob",
+                     "en/ljspeech_LJ001-0001.wav,conv/pyannote_phone_call.wav",
                      "--backend", "whisper-timestamped", "--json", str(report)],
                     ["bench", "--manifest", str(audio_dir / "manifest.tsv"), "--streams", "1", "--seconds", "8",
                      "--serve-args", "--backend whisper_timestamped", "--json", str(bench)]):

@@ -22,9 +22,12 @@ from woasr.core.processor import DEFAULT_MIN_CHUNK_S, ProcessorSettings
 from woasr.core.vad import VadSettings
 
 if TYPE_CHECKING:
-    from woasr.asr.loaded import LoadedASR
+    from woasr.asr.loaded import DecodeSettings, LoadedASR
     from woasr.clients.display import TerminalDisplay
     from woasr.clients.reconnect import Transport
+    from woasr.server.config import ServerConfig
+    from woasr.server.frontends import Frontend
+    from woasr.server.service import StreamingService
 
 log = logging.getLogger("woasr")
 
@@ -71,6 +74,7 @@ at_least_one = checked(int, "a whole number >= 1", lambda v: v >= 1)
 not_negative = checked(int, "a whole number >= 0", lambda v: v >= 0)
 backend_name = checked(lambda v: v.strip().lower().replace("_", "-"), f"one of: {', '.join(BACKENDS)}",
                        lambda v: v in BACKENDS)
+engine_name = checked(lambda v: v.strip().lower(), "local or triton", lambda v: v in ("local", "triton"))
 language_code = checked(lambda v: v.strip().lower(), "'auto' or a language code Whisper knows (en, de, fr, zh, ...)",
                         _is_language)
 
@@ -177,6 +181,17 @@ def language_arg(value: str | None) -> str | None:
     return None if value in (None, "", "auto") else value
 
 
+def decode_settings(args: argparse.Namespace) -> DecodeSettings:
+    """How every model call decodes, from the model options (a Triton front-end sends them with each call)."""
+    from woasr.asr.loaded import DecodeSettings
+
+    return DecodeSettings(
+        beam_size=args.beam, task=args.task, vad_filter=args.vad_filter, encoder_window=args.encoder_window,
+        silence_pad_s=args.silence_pad, single_pass=not args.redecode_tail, incremental=args.incremental,
+        greedy_first=args.greedy_first, fallback_logprob=args.fallback_logprob,
+    )
+
+
 def build_asr(args: argparse.Namespace, workers: int = 1, threads: int | None = None) -> LoadedASR:
     """The backend the options describe; ``threads`` overrides ``--threads``.
 
@@ -185,14 +200,9 @@ def build_asr(args: argparse.Namespace, workers: int = 1, threads: int | None = 
     ``eval`` measure what one stream of ``woasr serve`` experiences.
     """
     from woasr.asr.faster_whisper_backend import FasterWhisperASR
-    from woasr.asr.loaded import DecodeSettings
     from woasr.engine.sizing import worker_layout
 
-    decode = DecodeSettings(
-        beam_size=args.beam, task=args.task, vad_filter=args.vad_filter, encoder_window=args.encoder_window,
-        silence_pad_s=args.silence_pad, single_pass=not args.redecode_tail, incremental=args.incremental,
-        greedy_first=args.greedy_first, fallback_logprob=args.fallback_logprob,
-    )
+    decode = decode_settings(args)
     cpu_threads = worker_layout(args.device, 0, args.threads).threads if threads is None else threads
     if args.backend == "whisper-timestamped":
         from woasr.asr.whisper_timestamped_backend import WhisperTimestampedASR
@@ -318,7 +328,8 @@ def convert_model(name: str) -> int:
     from importlib.resources import files
 
     from woasr.asr.faster_whisper_backend import FasterWhisperASR
-    from woasr.asr.models import openai_whisper_checkpoint, resolve_model, sha256_of
+    from woasr.asr.checkpoint import openai_whisper_checkpoint
+    from woasr.asr.models import resolve_model, sha256_of
     from woasr.asr.whisper_timestamped_backend import WhisperTimestampedASR
     from woasr.audio_io import load_audio
     from woasr.tools.textnorm import normalize_text
@@ -342,19 +353,75 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from woasr.asr.models import resolve_model
     from woasr.engine.sizing import worker_layout
-    from woasr.server.access import Tokens
-    from woasr.server.config import ServerConfig
+    from woasr.server.frontends import Frontend, supervise
     from woasr.server.main import serve_forever
     from woasr.server.service import ModelLoadFailed, StreamingService
 
     if args.tcp_port <= 0 and args.ws_port <= 0:
         log.error("nothing to serve: --tcp-port and --ws-port are both 0")
         return 2
-    choice = resolve_model(args.model, language_arg(args.lang))  # a wrong name fails before listening
-    layout = worker_layout(args.device, args.workers, args.threads)
-    config = ServerConfig(
+    frontend = Frontend.from_env(args.ws_port)
+    if args.processes > 1 and frontend is None:
+        return supervise(args.argv, args.processes)
+    # Front-end processes with models of their own share the cores out among them.
+    cores = max(1, (os.cpu_count() or 1) // frontend.count) if frontend is not None else None
+    layout = worker_layout(args.device, args.workers, args.threads, cores)
+    urls = triton_urls(args)
+    if urls:
+        model_name = "triton:" + ",".join(urls)
+    else:
+        model_name = resolve_model(args.model, language_arg(args.lang)).name  # a wrong name fails before listening
+    config = server_config(args, len(urls) or layout.workers, frontend)
+    log.info(
+        "configuration: host=%s tcp_port=%d ws_port=%d engine=%s model=%s lang=%s backend=%s min_chunk=%g beam=%d "
+        "encoder_window=%s device=%s compute_type=%s workers=%d threads=%d max_sessions=%d max_chunk=%gs "
+        "latency_target=%gs "
+        "vac=%s idle_timeout=%gs ws_max_frame=%d "
+        "ws_ping_interval=%gs drain_timeout=%gs metrics_port=%d metrics_log_interval=%gs",
+        config.host, config.tcp_port, config.ws_port, args.engine, model_name, args.lang or "auto", args.backend,
+        config.min_chunk, args.beam, args.encoder_window, args.device, args.compute_type, config.workers,
+        layout.threads, config.max_sessions, config.admission_chunk, config.latency_target, config.vac,
+        config.idle_timeout, config.ws_max_frame, config.ws_ping_interval, config.drain_timeout,
+        config.metrics_port, config.metrics_log_interval,
+    )
+    if urls:
+        service = remote_service(args, urls, config)
+    else:
+        service = StreamingService(lambda: build_asr(args, layout.workers, layout.threads), config)
+    try:
+        forced = asyncio.run(serve_forever(service))
+    except ModelLoadFailed as exc:
+        log.error("%s", exc)
+        return 2
+    if forced:  # a model call may still run on a worker thread: do not wait for it
+        log.warning("stopped at once (second signal): unfinished sessions and requests were abandoned")
+        logging.shutdown()
+        os._exit(1)
+    return 0
+
+
+def triton_urls(args: argparse.Namespace) -> tuple[str, ...]:
+    """The Triton instances model calls go to; none for the local engine (``--engine`` defaults to
+    ``triton`` when ``--triton-url`` is given)."""
+    args.engine = args.engine or ("triton" if args.triton_url else "local")
+    if args.engine != "triton":
+        return ()
+    from woasr.engine.triton import parse_urls
+
+    try:
+        return parse_urls(args.triton_url or "")
+    except ValueError as exc:
+        raise UserInputError(f"--engine triton needs --triton-url host:port[,host:port...]: {exc}") from exc
+
+
+def server_config(args: argparse.Namespace, workers: int, frontend: Frontend | None) -> ServerConfig:
+    """The server's settings from its flags and ``STREAM_*`` variables."""
+    from woasr.server.access import Tokens
+    from woasr.server.config import ServerConfig
+
+    return ServerConfig(
         host=args.host, tcp_port=args.tcp_port, min_chunk=args.min_chunk, idle_timeout=args.idle_timeout,
-        workers=layout.workers, settings=processor_settings(args), ws_port=args.ws_port,
+        workers=workers, settings=processor_settings(args), ws_port=args.ws_port,
         ws_max_frame=args.ws_max_frame, ws_ping_interval=args.ws_ping_interval, drain_timeout=args.drain_timeout,
         max_sessions=args.max_sessions, max_chunk=args.max_chunk, latency_target=args.latency_target, vac=args.vac,
         vad=vad_settings(args, always=True),
@@ -364,31 +431,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_sessions_per_address=args.max_sessions_per_address,
         allowed_origins=tuple(o for o in args.allowed_origins.split(",") if o.strip()),
         tokens=Tokens.load(env("STREAM_TOKEN"), args.tokens_file),
-        ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile,
+        ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile, frontend=frontend,
     )
-    log.info(
-        "configuration: host=%s tcp_port=%d ws_port=%d model=%s lang=%s backend=%s min_chunk=%g beam=%d "
-        "encoder_window=%s device=%s compute_type=%s workers=%d threads=%d max_sessions=%d max_chunk=%gs "
-        "latency_target=%gs "
-        "vac=%s idle_timeout=%gs ws_max_frame=%d "
-        "ws_ping_interval=%gs drain_timeout=%gs metrics_port=%d metrics_log_interval=%gs",
-        config.host, config.tcp_port, config.ws_port, choice.name, args.lang or "auto", args.backend,
-        config.min_chunk, args.beam, args.encoder_window, args.device, args.compute_type, config.workers,
-        layout.threads, config.max_sessions, config.admission_chunk, config.latency_target, config.vac,
-        config.idle_timeout, config.ws_max_frame, config.ws_ping_interval, config.drain_timeout,
-        config.metrics_port, config.metrics_log_interval,
-    )
-    try:
-        forced = asyncio.run(serve_forever(StreamingService(lambda: build_asr(args, layout.workers, layout.threads),
-                                                            config)))
-    except ModelLoadFailed as exc:
-        log.error("%s", exc)
-        return 2
-    if forced:  # a model call may still run on a worker thread: do not wait for it
-        log.warning("stopped at once (second signal): unfinished sessions and requests were abandoned")
-        logging.shutdown()
-        os._exit(1)
-    return 0
+
+
+def remote_service(args: argparse.Namespace, urls: tuple[str, ...], config: ServerConfig) -> StreamingService:
+    """A front-end whose model calls go to Triton instances: no weights here; ready once one instance
+    says what it serves."""
+    from woasr.engine.triton import RemoteModel, TritonEngine
+    from woasr.server.service import StreamingService
+
+    async def connect() -> RemoteModel:
+        engine = service.engine
+        assert isinstance(engine, TritonEngine)
+        return RemoteModel(engine, await engine.connect(), language_arg(args.lang))
+
+    service = StreamingService(connect, config, make_engine=lambda admission, metrics: TritonEngine(
+        urls, decode_settings(args), admission, call_timeout=args.triton_timeout, registry=metrics.registry))
+    return service
 
 
 def client_transport(args: argparse.Namespace, display: TerminalDisplay) -> Transport:
@@ -541,6 +601,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bench_command(sub)
     _add_capture_command(sub)
     _add_models_command(sub)
+    _add_triton_command(sub)
     return parser
 
 
@@ -637,7 +698,20 @@ def _add_session_lifetime_args(serve: argparse.ArgumentParser) -> None:
 
 
 def _add_capacity_args(serve: argparse.ArgumentParser) -> None:
-    """Model-call parallelism and the admission limits that keep the latency target."""
+    """Where model calls run, their parallelism, and the admission limits that keep the latency target."""
+    serve.add_argument("--engine", type=engine_name, choices=["local", "triton"], default=env("STREAM_ENGINE"),
+                       help="local: the model in this process; triton: calls go to Triton instances "
+                            "(woasr triton serve; env STREAM_ENGINE; default: triton with --triton-url, else local)")
+    serve.add_argument("--triton-url", default=env("STREAM_TRITON_URL"),
+                       help="with --engine triton: the instances' gRPC addresses, host:port[,host:port...] "
+                            "(env STREAM_TRITON_URL); the least busy healthy one takes each call")
+    serve.add_argument("--triton-timeout", type=positive_seconds, default=10.0,
+                       help="with --engine triton: seconds a call may take before it is retried on another "
+                            "instance (default: 10; a killed server can hold a call for ever)")
+    serve.add_argument("--processes", type=at_least_one, default=1,
+                       help="front-end processes sharing the ports (SO_REUSEPORT), each with its own engine: "
+                            "a model replica, or the same --triton-url instances; process i also has WebSocket "
+                            "port --ws-port+1+i of its own, for resumes (default: 1)")
     serve.add_argument("--workers", type=int, default=0,
                        help="model calls that may run at once (default: 0 = one per CPU core, each on one "
                             "thread; 2 on a GPU; see docs/internals.md, 'Workers')")
@@ -809,6 +883,44 @@ def refuse(command: str | None, exc: Exception) -> int:
     return getattr(exc, "exit_code", 2)
 
 
+def _add_triton_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``woasr triton serve``: the model on a Triton server, for front-ends with ``--engine triton``."""
+    tr = sub.add_parser("triton", help="host the model on a Triton Inference Server (PyTriton) for "
+                                       "woasr serve --engine triton")
+    tr.add_argument("action", choices=["serve"])
+    tr.add_argument("--host", default="127.0.0.1", help="address Triton listens on (default: 127.0.0.1)")
+    tr.add_argument("--grpc-port", type=int, default=8001, help="gRPC port, what front-ends use (default: 8001)")
+    tr.add_argument("--http-port", type=int, default=8000, help="HTTP port (default: 8000)")
+    tr.add_argument("--metrics-port", type=int, default=8002, help="Triton's Prometheus port (default: 8002)")
+    tr.add_argument("--log-file", default=None, help="keep tritonserver's own log in this file")
+    add_model_options(tr)
+    tr.set_defaults(func=cmd_triton)
+
+
+def cmd_triton(args: argparse.Namespace) -> int:
+    """Serve until SIGINT/SIGTERM. PyTriton needs numpy < 2: from woasr's own environment this starts
+    again in ``.venv-triton`` (``scripts/bootstrap_triton.sh``)."""
+    import importlib.util
+    import sysconfig
+    from pathlib import Path
+
+    if importlib.util.find_spec("pytriton") is None:
+        python = Path(__file__).resolve().parent.parent / ".venv-triton" / "bin" / "python"
+        if python.is_file() and Path(sys.executable) != python:
+            os.execv(python, [str(python), "-m", "woasr.cli", *sys.argv[1:]])
+        raise UserInputError("woasr triton serve needs PyTriton, which needs numpy < 2: "
+                             "run bash scripts/bootstrap_triton.sh (it sets up .venv-triton)")
+    from woasr.engine.triton_model import TritonPorts, serve_model
+
+    # Triton's Python-backend stub links libpython: this interpreter's, not another of the same version.
+    libdir = str(sysconfig.get_config_var("LIBDIR") or "")
+    os.environ["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (libdir, os.environ.get("LD_LIBRARY_PATH")) if p)
+    # Triton runs one call at a time on an instance: each call gets every core.
+    asr = build_asr(args, workers=1, threads=args.threads or os.cpu_count() or 1)
+    serve_model(asr, TritonPorts(args.host, args.http_port, args.grpc_port, args.metrics_port), args.log_file)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command. Input the user must fix (a flag, an environment value, a file, a model)
     ends it with one line and exit code 2; argparse answers malformed flags itself."""
@@ -819,6 +931,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         configure_logging(verbose=False)
         return refuse(next((a for a in argv if not a.startswith("-")), None), exc)
     configure_logging(args.verbose)
+    args.argv = argv  # what a command that starts copies of itself passes on (serve --processes)
     try:
         return args.func(args)
     except (UserInputError, ModelUnavailableError) as exc:

@@ -14,6 +14,7 @@ saves the file with the alignment heads of the model's ``config.json``.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import struct
@@ -24,7 +25,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from woasr.asr.models import sha256_of
+from woasr.asr.models import ModelChoice, ModelUnavailableError, cache_dir, sha256_of
+
+log = logging.getLogger(__name__)
 
 DTYPES = ("float32", "int8", "int16", "int32", "float16", "bfloat16")
 """CTranslate2's data type ids, in the order of its ``DataType`` enum."""
@@ -180,3 +183,27 @@ def write_checkpoint(folder: Path, destination: Path) -> str:
     torch.save(checkpoint, partial)
     partial.replace(destination)
     return sha256_of(destination)
+
+
+def openai_whisper_checkpoint(choice: ModelChoice, convert: bool = True) -> Path:
+    """The ``openai-whisper`` checkpoint of a local model, converted once into the cache and checked
+    by sha256 against the record written beside it (a damaged or outdated one is converted again)."""
+    folder = Path(choice.source)
+    if not (folder / "model.bin").is_file():
+        raise ModelUnavailableError(f"{choice.name!r} is not a local CTranslate2 folder: only local models "
+                                    "(tiny.en, base, or a folder) can be converted for whisper-timestamped")
+    target = cache_dir() / "openai-whisper" / f"{choice.name}.pt"
+    record = target.with_suffix(".sha256")
+    source_sha = sha256_of(folder / "model.bin")
+    if target.is_file() and record.is_file():
+        expected, converted_from = record.read_text().split()
+        if converted_from == source_sha and sha256_of(target) == expected:
+            return target
+        log.warning("%s does not match its record: converting again", target)
+    if not convert:
+        raise ModelUnavailableError(f"{choice.name} has no openai-whisper checkpoint yet "
+                                    f"(run `woasr models convert {choice.name} --to openai-whisper`)")
+    log.info("converting %s to an openai-whisper checkpoint at %s (once)", choice.name, target)
+    digest = write_checkpoint(folder, target)
+    record.write_text(f"{digest} {source_sha}\n")
+    return target

@@ -144,28 +144,3 @@ def offline_hint(language: str | None = None) -> str:
         f"use --model {suggestion} (STREAM_MODEL={suggestion}) {target}"
     )
 
-
-def openai_whisper_checkpoint(choice: ModelChoice, convert: bool = True) -> Path:
-    """The ``openai-whisper`` checkpoint of a local model (see :mod:`woasr.asr.checkpoint`), converted
-    once into the cache and checked by sha256 against the record written beside it."""
-    from woasr.asr.checkpoint import write_checkpoint
-
-    folder = Path(choice.source)
-    if not (folder / "model.bin").is_file():
-        raise ModelUnavailableError(f"{choice.name!r} is not a local CTranslate2 folder: only local models "
-                                    "(tiny.en, base, or a folder) can be converted for whisper-timestamped")
-    target = cache_dir() / "openai-whisper" / f"{choice.name}.pt"
-    record = target.with_suffix(".sha256")
-    source_sha = sha256_of(folder / "model.bin")
-    if target.is_file() and record.is_file():
-        expected, converted_from = record.read_text().split()
-        if converted_from == source_sha and sha256_of(target) == expected:
-            return target
-        log.warning("%s does not match its record: converting again", target)
-    if not convert:
-        raise ModelUnavailableError(f"{choice.name} has no openai-whisper checkpoint yet "
-                                    f"(run `woasr models convert {choice.name} --to openai-whisper`)")
-    log.info("converting %s to an openai-whisper checkpoint at %s (once)", choice.name, target)
-    digest = write_checkpoint(folder, target)
-    record.write_text(f"{digest} {source_sha}\n")
-    return target

@@ -28,7 +28,8 @@ from typing import Any
 import numpy as np
 
 from woasr.asr.loaded import DecodeSettings
-from woasr.asr.models import ModelUnavailableError, openai_whisper_checkpoint, resolve_model
+from woasr.asr.checkpoint import openai_whisper_checkpoint
+from woasr.asr.models import ModelUnavailableError, resolve_model
 from woasr.core.audio import FloatAudio
 from woasr.core.records import Segment, Transcription, Word
 

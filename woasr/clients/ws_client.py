@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import urllib.parse
 import logging
 from collections import deque
 from dataclasses import dataclass, field
@@ -76,11 +77,13 @@ class WsTransport:
         self._session: _ServerSession | None = None
         """The server session of the last connection, to resume after a drop."""
 
-    async def connect(self) -> WsConnection:
+    async def connect(self, url: str | None = None) -> WsConnection:
+        """A connection to ``url`` (default: the client's): the dropped session resumed, or a new one.
+        A resume answered with another front-end's port is tried there once."""
         try:
             # Audio does not compress: no permessage-deflate, no CPU spent on it either side.
-            ws = await connect(self.url, open_timeout=self.open_timeout, close_timeout=2.0, compression=None,
-                               additional_headers=self.headers)
+            ws = await connect(url or self.url, open_timeout=self.open_timeout, close_timeout=2.0,
+                               compression=None, additional_headers=self.headers)
         except (InvalidHandshake, TimeoutError) as exc:
             raise ConnectionError(f"handshake failed: {exc}") from exc
         try:
@@ -88,8 +91,11 @@ class WsTransport:
             if previous is not None and previous.resumable:
                 await ws.send(encode_command(Resume(previous.session_id, previous.resume_token, previous.last_seq)))
                 resumed = await asyncio.wait_for(self._resume_answer(ws, fresh), self.open_timeout)
-                if resumed is not None:
+                if isinstance(resumed, Resumed):
                     return WsConnection(ws, self.listener, previous.resumed(resumed.resume_from_sample))
+                if resumed is not None and url is None:  # the session lives on another front-end process
+                    await ws.close()
+                    return await self.connect(with_port(self.url, resumed))
             if self.config:
                 await ws.send(encode_command(Configure(self.config)))
         except ConnectionClosed as exc:
@@ -100,9 +106,9 @@ class WsTransport:
         self._session = fresh
         return WsConnection(ws, self.listener, fresh)
 
-    async def _resume_answer(self, ws: ClientConnection, fresh: _ServerSession) -> Resumed | None:
+    async def _resume_answer(self, ws: ClientConnection, fresh: _ServerSession) -> Resumed | int | None:
         """Read the new session's ``ready``, then ``resumed`` (returned) or ``resume_failed`` (None:
-        the connection goes on as that new session)."""
+        the connection goes on as that new session; the port it names, if it names one)."""
         while True:
             text = await ws.recv()
             event = decode_server_message(text) if isinstance(text, str) else None
@@ -115,8 +121,18 @@ class WsTransport:
             elif isinstance(event, Error):
                 if event.code == RESUME_FAILED:
                     log.warning("could not resume the session: %s", event.message)
-                    return None
+                    return event.resume_port
                 self.listener.error(event.code, event.message)
+
+
+def with_port(url: str, port: int) -> str:
+    """``url`` with another port (a front-end process's own, for a resume)."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host
+    userinfo = parts.netloc.rpartition("@")[0]
+    netloc = f"{userinfo}@{host}:{port}" if userinfo else f"{host}:{port}"
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
 @dataclass(slots=True)

@@ -118,6 +118,9 @@ class Error:
 
     code: str
     message: str
+    resume_port: int | None = None
+    """With ``resume_failed``: the WebSocket port of the front-end process that holds the session
+    (``woasr serve --processes``); resume it there."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -202,7 +202,8 @@ def encode_event(event: Event) -> str:
         case Configured():
             return _dump({"type": "configured", "settings": options_json(event.options)})
         case Error():
-            return _dump({"type": "error", "code": event.code, "message": event.message})
+            extra = {"resume_port": event.resume_port} if event.resume_port is not None else {}
+            return _dump({"type": "error", "code": event.code, "message": event.message, **extra})
 
 
 def decode_server_message(text: str) -> Event | None:
@@ -221,7 +222,8 @@ def decode_server_message(text: str) -> Event | None:
     if kind == "partial":
         return Partial(_words(message), int(message["beg_ms"]) / 1000)
     if kind == "error":
-        return Error(str(message["code"]), str(message["message"]))
+        port = message.get("resume_port")
+        return Error(str(message["code"]), str(message["message"]), None if port is None else int(port))
     if kind == "ready":
         return Ready(str(message["session_id"]), str(message["model"]), _options(message["settings"]),
                      {k: v for k, v in message["settings"].items() if k not in _OPTION_KEYS},

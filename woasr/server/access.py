@@ -17,12 +17,14 @@ log = logging.getLogger(__name__)
 ANY_ORIGIN = "*"
 
 
-def origin_allowed(origin: str | None, host: str | None, allowed: Collection[str]) -> bool:
+def origin_allowed(origin: str | None, host: str | None, allowed: Collection[str],
+                   page_port: int | None = None) -> bool:
     """Whether a WebSocket handshake with this ``Origin`` header may open a session.
 
     No ``Origin`` (a program, not a browser): allowed. A page of the server itself (the
-    origin's host and port are the request's ``Host``): allowed. Otherwise only the listed
-    origins (scheme://host[:port], compared without case or trailing slash), or any with ``*``.
+    origin's host and port are the request's ``Host``, or its host with ``page_port``: front-end
+    processes serve the page on the shared port and resume on their own): allowed. Otherwise only
+    the listed origins (scheme://host[:port], compared without case or trailing slash), or any with ``*``.
     """
     if origin is None or ANY_ORIGIN in allowed:
         return True
@@ -30,7 +32,13 @@ def origin_allowed(origin: str | None, host: str | None, allowed: Collection[str
     if normalized in {o.strip().rstrip("/").lower() for o in allowed}:
         return True
     netloc = urlsplit(normalized).netloc
-    return bool(host) and netloc == host.strip().lower()
+    if not host:
+        return False
+    host = host.strip().lower()
+    if netloc == host:
+        return True
+    name = host.rsplit(":", 1)[0] if host.rfind(":") > host.rfind("]") else host  # without the port
+    return page_port is not None and netloc == f"{name}:{page_port}"
 
 
 class Tokens:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from woasr.core.processor import ProcessorSettings
 from woasr.core.vad import VadSettings
+from woasr.server.frontends import Frontend
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +41,8 @@ class ServerConfig:
     TCP stays plain: put a TLS terminator in front of it."""
     ssl_keyfile: str | None = None
     """The certificate's private key (PEM), if it is not in ``ssl_certfile``."""
+    frontend: Frontend | None = None
+    """This process's place among several front-ends on the same ports (``--processes``), or None."""
     resume_window: float = 30.0
     """Seconds a WebSocket session whose connection dropped is kept for the client to resume it
     (its received audio is transcribed meanwhile); 0 = no resume."""

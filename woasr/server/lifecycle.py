@@ -211,7 +211,7 @@ async def _attend(service: StreamingService, live: _LiveSession, connection: Con
         if not isinstance(outcome, Resume):
             break
         fresh = False
-        claimed = service.resumable.claim(outcome)
+        claimed = service.claim(outcome)
         if isinstance(claimed, Error):
             log.info("session %s: %s", runner.session_id, claimed.message)
             runner.post([claimed])

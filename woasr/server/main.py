@@ -35,7 +35,7 @@ metrics_log = logging.getLogger("woasr.metrics")
 class _EmbeddedUvicorn(uvicorn.Server):
     """uvicorn inside ``woasr serve``: the service owns the signals, so it can drain first."""
 
-    listening: socket.socket
+    listening: list[socket.socket]
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -58,14 +58,14 @@ async def serve_forever(service: StreamingService) -> bool:
         try:
             config = service.config
             if config.tcp_port > 0:
-                tcp = await start_tcp_server(service, config.host, config.tcp_port)
+                tcp = await start_tcp_server(service, config.host, config.tcp_port, config.frontend is not None)
                 port = tcp.sockets[0].getsockname()[1]
                 log.info("TCP  listening on %s:%d (raw PCM16LE mono 16 kHz in, '<beg_ms> <end_ms> <text>' lines out)",
                          config.host, port)
                 print(f"listening tcp://{config.host}:{port}", flush=True)
             if config.ws_port > 0:
                 web = _web_server(service)
-                serving.append(asyncio.create_task(web.serve(sockets=[web.listening]), name="web"))
+                serving.append(asyncio.create_task(web.serve(sockets=web.listening), name="web"))
             stopping = asyncio.create_task(stop.wait())
             await asyncio.wait([loading, stopping, *serving], return_when=asyncio.FIRST_COMPLETED)
             if loading.done():
@@ -161,8 +161,12 @@ def _web_server(service: StreamingService) -> _EmbeddedUvicorn:
             raise UserInputError(f"--ssl-certfile/--ssl-keyfile: cannot load the certificate: {exc}") from exc
     logging.getLogger("uvicorn.error").addFilter(redact_query_tokens)  # it logs ?token= with each handshake
     web = _EmbeddedUvicorn(uvicorn_config)
-    web.listening = socket.create_server((config.host, config.ws_port))
-    host, port = config.host, web.listening.getsockname()[1]
+    frontend = config.frontend
+    web.listening = [socket.create_server((config.host, config.ws_port), reuse_port=frontend is not None)]
+    if frontend is not None:  # its own port too: resumes of its sessions are sent here
+        web.listening.append(socket.create_server((config.host, frontend.own_ws_port)))
+        log.info("front-end %d of %d: own WebSocket port %d", frontend.index, frontend.count, frontend.own_ws_port)
+    host, port = config.host, web.listening[0].getsockname()[1]
     ws, http = ("wss", "https") if config.ssl_certfile else ("ws", "http")
     log.info("HTTP listening on %s:%d (WebSocket %s://%s:%d/ and /v1/stream, Deepgram /v1/listen, "
              "OpenAI /v1/realtime, page, REST%s)", host, port, ws, host, port, ", TLS" if config.ssl_certfile else "")

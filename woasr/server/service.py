@@ -12,19 +12,20 @@ import asyncio
 import contextlib
 import itertools
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 from woasr.asr.loaded import LoadedASR
 from woasr.core.processor import OnlineASRProcessor
 from woasr.engine import InferenceEngine, LocalEngine
 from woasr.engine.admission import Admission
-from woasr.protocol.events import CAPACITY, Error, Ready
+from woasr.protocol.commands import Resume
+from woasr.protocol.events import CAPACITY, RESUME_FAILED, Error, Final, Ready
 from woasr.protocol.session import StreamSession
 from woasr.server.access import AddressLimit, Tokens
 from woasr.server.config import ServerConfig
 from woasr.server.metrics import ServerMetrics
-from woasr.server.resume import ResumableSessions
+from woasr.server.resume import Resumable, ResumableSessions
 from woasr.server.runner import Send, SessionRunner
 
 log = logging.getLogger(__name__)
@@ -37,16 +38,22 @@ class ModelLoadFailed(RuntimeError):
 class StreamingService:
     """The shared parts: the model, the engine, session ids, admission and draining."""
 
-    def __init__(self, load_asr: Callable[[], LoadedASR], config: ServerConfig,
-                 engine: InferenceEngine | None = None) -> None:
+    def __init__(self, load_asr: Callable[[], LoadedASR] | Callable[[], Awaitable[LoadedASR]], config: ServerConfig,
+                 engine: InferenceEngine | None = None,
+                 make_engine: Callable[[Admission, ServerMetrics], InferenceEngine] | None = None) -> None:
+        """``load_asr`` loads the model (blocking, run in a thread) or, for a remote engine, is a
+        coroutine that waits until the remote model answers; ``make_engine`` builds an engine on
+        this service's admission and metrics (default: the local engine)."""
         self.load_asr = load_asr
         self.config = config
+        self.metrics = ServerMetrics()
         admission = Admission(config.workers, config.admission_chunk, config.max_sessions,
                               latency_target=config.latency_target)
+        if engine is None and make_engine is not None:
+            engine = make_engine(admission, self.metrics)
         self.engine: InferenceEngine = engine or LocalEngine(lambda: self.asr, config.workers, admission)
         self.asr: LoadedASR | None = None
         self.draining = False
-        self.metrics = ServerMetrics()
         self._runners: set[SessionRunner] = set()
         self._per_address = AddressLimit(config.max_sessions_per_address)
         self.tokens = Tokens(config.tokens)
@@ -67,7 +74,10 @@ class StreamingService:
     async def load(self) -> None:
         """Load the model off the event loop; raises :class:`ModelLoadFailed`."""
         try:
-            self.asr = await asyncio.to_thread(self.load_asr)
+            if asyncio.iscoroutinefunction(self.load_asr):
+                self.asr = await self.load_asr()
+            else:
+                self.asr = await asyncio.to_thread(self.load_asr)  # type: ignore[arg-type]
         except Exception as exc:  # noqa: BLE001 - any load failure stops the server
             raise ModelLoadFailed(str(exc)) from exc
         self._loaded.set()
@@ -119,7 +129,9 @@ class StreamingService:
         processor = OnlineASRProcessor(asr, asr.language, self.config.settings)
         session = StreamSession(processor, self.config.min_chunk, languages=asr.supported_languages,
                                 vac=self.config.vac, vad=self.config.vad)
-        return SessionRunner(f"{transport}-{next(self._ids)}", session, self.engine, send, self.metrics, transport)
+        prefix = self.config.frontend.session_prefix if self.config.frontend is not None else ""  # f1. ...
+        session_id = f"{prefix}{transport}-{next(self._ids)}"
+        return SessionRunner(session_id, session, self.engine, send, self.metrics, transport)
 
     def ready_event(self, runner: SessionRunner, resume_token: str | None = None) -> Ready:
         """The greeting of a new session: its id, the model, the effective settings and its resume token."""
@@ -135,6 +147,20 @@ class StreamingService:
         }
         return Ready(runner.session_id, asr.choice.name, runner.session.options, settings,
                      resume_token=resume_token)
+
+    def claim(self, request: Resume) -> tuple[Resumable, list[Final]] | Error:
+        """The dropped session ``request`` resumes, or why not; a session of another front-end process
+        (``--processes``) is not here: the answer names that process's own port."""
+        claimed = self.resumable.claim(request)
+        frontend = self.config.frontend
+        if isinstance(claimed, Error) and frontend is not None:
+            owner = frontend.owner_of(request.session_id)
+            if owner is not None and owner != frontend.index:
+                port = frontend.own_port(owner)
+                return Error(RESUME_FAILED, f"session {request.session_id} lives on front-end {owner}: resume it "
+                                            f"on port {port}; this connection goes on as the new session of its "
+                                            "ready", resume_port=port)
+        return claimed
 
     @contextlib.contextmanager
     def track_session(self, runner: SessionRunner, address: str | None = None) -> Iterator[None]:

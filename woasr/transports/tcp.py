@@ -94,10 +94,12 @@ class TcpConnection:
             pass
 
 
-async def start_tcp_server(service: StreamingService, host: str, port: int) -> asyncio.Server:
-    """Listen on ``host:port``; every client gets its own session on the shared service."""
+async def start_tcp_server(service: StreamingService, host: str, port: int,
+                           reuse_port: bool = False) -> asyncio.Server:
+    """Listen on ``host:port``; every client gets its own session on the shared service. ``reuse_port``:
+    other processes listen on the same port too (``woasr serve --processes``)."""
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await serve_session(service, TcpConnection(reader, writer))
 
-    return await asyncio.start_server(handle, host, port)
+    return await asyncio.start_server(handle, host, port, reuse_port=reuse_port or None)

@@ -107,7 +107,9 @@ async def accept(websocket: WebSocket, service: StreamingService, subprotocols: 
     (refused with HTTP 403, so that any web page open in a local browser cannot use the server).
     The first of the client's subprotocols that is in ``subprotocols`` is chosen."""
     origin = websocket.headers.get("origin")
-    if not origin_allowed(origin, websocket.headers.get("host"), service.config.allowed_origins):
+    frontend = service.config.frontend
+    if not origin_allowed(origin, websocket.headers.get("host"), service.config.allowed_origins,
+                          frontend.ws_port if frontend is not None else None):
         service.refuse_origin("ws", echo(origin))
         await websocket.close(CloseCode.POLICY_VIOLATION, "origin not allowed")
         return False

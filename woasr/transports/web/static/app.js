@@ -127,10 +127,12 @@ function showLevel(peak) {
   ui.level.style.width = `${Math.min(100, Math.max(0, (db + 60) / 60 * 100)).toFixed(0)}%`;
 }
 
-function socketUrl() {
-  // Relative to the page, so it also works behind a proxy path; wss under https.
+function socketUrl(port) {
+  // Relative to the page, so it also works behind a proxy path; wss under https. `port`: a
+  // front-end process's own port, where a session of it is resumed (woasr serve --processes).
   const url = new URL("v1/stream", location.href);
   url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
+  if (port) url.port = String(port);
   // A server with authentication: open the page as /?token=..., the socket carries it on
   // (a browser cannot set an Authorization header on a WebSocket).
   const token = new URLSearchParams(location.search).get("token");
@@ -281,12 +283,13 @@ class Recording {
 
   // -- connection --------------------------------------------------------------
 
-  connect() {
+  connect(port) {
     this.retryTimer = null;
     this.streaming = false;
     this.closeSent = false;
+    this.redirected = Boolean(port);
     if (!this.stopping) setStatus(this.sessions ? "reconnecting" : "connecting", "connecting to the server…");
-    const ws = new WebSocket(socketUrl());
+    const ws = new WebSocket(socketUrl(port));
     this.ws = ws;
     // Handlers check `ws` so a late event from an old socket changes nothing.
     ws.onmessage = (event) => { if (ws === this.ws) this.onMessage(event.data); };
@@ -343,6 +346,13 @@ class Recording {
         this.confirm(message.end_ms);
         break;
       case "error":
+        if (message.code === "resume_failed" && this.fresh && message.resume_port && !this.redirected) {
+          // The session lives in another front-end process: resume it on that process's own port.
+          const old = this.ws;
+          this.connect(message.resume_port);
+          old.close(1000);
+          break;
+        }
         if (message.code === "resume_failed" && this.fresh) {
           // The server no longer holds the session (restarted, or too long away): go on
           // as the new session; the audio no final covered is sent to it again.
