@@ -15,6 +15,7 @@ import asyncio
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -37,15 +38,18 @@ def tree_rss_mb(pid: int) -> float:
     return sum(p.memory_info().rss for p in [process, *process.children(recursive=True)]) / 2**20
 
 
-def start_triton(model: str, port: int) -> tuple[subprocess.Popen[str], float]:
+def start_triton(model: str, port: int, log: Path) -> tuple[subprocess.Popen[bytes], float]:
     began = time.monotonic()
-    server = subprocess.Popen([str(ROOT / ".venv" / "bin" / "woasr"), "triton", "serve", "--model", model,
-                               "--grpc-port", str(port), "--http-port", str(port - 1), "--metrics-port",
-                               str(port + 1)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    for line in server.stdout:
-        if line.startswith("ready triton"):
+    # One instance: each call on every core, as the in-process model here.
+    with log.open("wb") as out:
+        server = subprocess.Popen([str(ROOT / ".venv" / "bin" / "woasr"), "triton", "serve", "--instances", "1",
+                                   "--model", model, "--grpc-port", str(port), "--http-port", str(port - 1),
+                                   "--metrics-port", str(port + 1)], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+    while server.poll() is None:
+        if b"ready triton" in log.read_bytes():
             return server, time.monotonic() - began
-    raise RuntimeError("woasr triton serve did not start")
+        time.sleep(0.05)
+    raise RuntimeError(f"woasr triton serve did not start (see {log})")
 
 
 async def compare(model: str, port: int, repeats: int) -> None:
@@ -78,7 +82,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--port", type=int, default=18701)
     args = parser.parse_args()
-    server, start_s = start_triton(args.model, args.port)
+    server, start_s = start_triton(args.model, args.port, Path(tempfile.gettempdir()) / "triton_overhead.log")
     try:
         print(f"woasr triton serve: launch to ready {start_s:.1f} s, process tree RSS "
               f"{tree_rss_mb(server.pid):.0f} MB")

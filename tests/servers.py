@@ -61,6 +61,7 @@ class ServerProcess:
         self.ready, self.copies = ready, copies
 
     def start(self, timeout: float = 120.0) -> ServerProcess:
+        assert self.proc is None, "started twice (a `with` on a started server starts another one)"
         self.proc = subprocess.Popen(
             self.command, cwd=ROOT, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )

@@ -39,8 +39,9 @@ def grpc_url(instance: ServerProcess) -> str:
 
 
 def front_end(urls: list[str], *extra: str, copies: int = 1) -> ServerProcess:
+    """A front-end on those instances, started by ``with``."""
     return ServerProcess(["--engine", "triton", "--triton-url", ",".join(urls), "--tcp-port", "0",
-                          "--ws-port", str(free_port()), "--metrics-port", "0", *extra], copies=copies).start()
+                          "--ws-port", str(free_port()), "--metrics-port", "0", *extra], copies=copies)
 
 
 async def stream(port: int, pcm: bytes, pace: float = 0.0) -> tuple[dict, str]:

@@ -8,7 +8,8 @@ languages) so that front-ends need not be told.
 
 Batching is off: a Whisper call here transcribes one buffer (its own length, prompt and
 prefix); Triton's dynamic batcher could only group calls and answer them together, later
-(``../shared/notes/triton-cpu.md``; docs/deployment.md). Concurrency comes from instances.
+(``../shared/notes/triton-cpu.md``; docs/deployment.md). Concurrency comes from instances: on a
+CPU one per core, each call on one thread, as the in-process engine's workers (measured fastest).
 PyTriton needs numpy < 2, so it runs from its own environment (``scripts/bootstrap_triton.sh``).
 """
 
@@ -77,8 +78,11 @@ class HostedModel:
         return [{"result": np.array([description], dtype=object)} for _ in requests]
 
 
-def serve_model(asr: LoadedASR, ports: TritonPorts, log_file: str | None = None) -> None:
-    """Serve until SIGINT or SIGTERM (both stop Triton cleanly: in-flight calls finish, its workspace goes)."""
+def serve_model(asr: LoadedASR, ports: TritonPorts, log_file: str | None = None, instances: int = 1) -> None:
+    """Serve until SIGINT or SIGTERM (both stop Triton cleanly: in-flight calls finish, its workspace goes).
+
+    ``instances``: model instances, each taking one call at a time on the same loaded weights (load
+    ``asr`` with as many workers)."""
     from pytriton.model_config import ModelConfig, Tensor
     from pytriton.triton import Triton, TritonConfig
 
@@ -95,7 +99,7 @@ def serve_model(asr: LoadedASR, ports: TritonPorts, log_file: str | None = None)
                           exit_timeout_secs=10)  # an orphaned tritonserver (its parent killed) goes after 10 s
     with Triton(config=config) as triton:
         triton.bind(
-            model_name=MODEL_NAME, infer_func=hosted.infer,
+            model_name=MODEL_NAME, infer_func=[hosted.infer] * instances,
             inputs=[Tensor(name="audio", dtype=np.float32, shape=(-1,)),
                     *(Tensor(name=name, **text) for name in ("prompt", "language", "prefix", "options"))],
             outputs=[Tensor(name="result", dtype=bytes, shape=(1,))],
@@ -107,7 +111,7 @@ def serve_model(asr: LoadedASR, ports: TritonPorts, log_file: str | None = None)
             outputs=[Tensor(name="result", dtype=bytes, shape=(1,))],
             config=ModelConfig(batching=False),
         )
-        log.info("triton: model %s (%s) on grpc %s:%d, http %d, metrics %d", asr.choice.name, asr.backend,
-                 ports.host, ports.grpc, ports.http, ports.metrics)
+        log.info("triton: model %s (%s), %d instance(s), on grpc %s:%d, http %d, metrics %d", asr.choice.name,
+                 asr.backend, instances, ports.host, ports.grpc, ports.http, ports.metrics)
         print(f"ready triton model={asr.choice.name} grpc={ports.host}:{ports.grpc}", flush=True)
         triton.serve()
