@@ -327,8 +327,8 @@ def convert_model(name: str) -> int:
     transcribing a known clip with both backends (the words must agree)."""
     from importlib.resources import files
 
-    from woasr.asr.faster_whisper_backend import FasterWhisperASR
     from woasr.asr.checkpoint import openai_whisper_checkpoint
+    from woasr.asr.faster_whisper_backend import FasterWhisperASR
     from woasr.asr.models import resolve_model, sha256_of
     from woasr.asr.whisper_timestamped_backend import WhisperTimestampedASR
     from woasr.audio_io import load_audio
@@ -360,13 +360,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.tcp_port <= 0 and args.ws_port <= 0:
         log.error("nothing to serve: --tcp-port and --ws-port are both 0")
         return 2
+    urls = triton_urls(args)  # a wrong address fails before any process starts
     frontend = Frontend.from_env(args.ws_port)
     if args.processes > 1 and frontend is None:
         return supervise(args.argv, args.processes)
     # Front-end processes with models of their own share the cores out among them.
     cores = max(1, (os.cpu_count() or 1) // frontend.count) if frontend is not None else None
     layout = worker_layout(args.device, args.workers, args.threads, cores)
-    urls = triton_urls(args)
     if urls:
         model_name = "triton:" + ",".join(urls)
     else:

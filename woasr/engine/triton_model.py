@@ -29,6 +29,8 @@ from woasr.engine.wire import INFO_MODEL_NAME, MODEL_NAME, CallOptions, request_
 
 log = logging.getLogger(__name__)
 
+LOAD_ATTEMPTS = 3
+
 
 @dataclass(frozen=True, slots=True)
 class TritonPorts:
@@ -83,7 +85,6 @@ def serve_model(asr: LoadedASR, ports: TritonPorts, log_file: str | None = None,
 
     ``instances``: model instances, each taking one call at a time on the same loaded weights (load
     ``asr`` with as many workers)."""
-    from pytriton.model_config import ModelConfig, Tensor
     from pytriton.triton import Triton, TritonConfig
 
     hosted = HostedModel(asr)
@@ -93,25 +94,44 @@ def serve_model(asr: LoadedASR, ports: TritonPorts, log_file: str | None = None,
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
-    text = {"dtype": bytes, "shape": (1,), "optional": True}
     config = TritonConfig(http_address=ports.host, http_port=ports.http, grpc_address=ports.host,
                           grpc_port=ports.grpc, metrics_port=ports.metrics, log_file=log_file,
                           exit_timeout_secs=10)  # an orphaned tritonserver (its parent killed) goes after 10 s
-    with Triton(config=config) as triton:
-        triton.bind(
-            model_name=MODEL_NAME, infer_func=[hosted.infer] * instances,
-            inputs=[Tensor(name="audio", dtype=np.float32, shape=(-1,)),
-                    *(Tensor(name=name, **text) for name in ("prompt", "language", "prefix", "options"))],
-            outputs=[Tensor(name="result", dtype=bytes, shape=(1,))],
-            config=ModelConfig(batching=False),
-        )
-        triton.bind(
-            model_name=INFO_MODEL_NAME, infer_func=hosted.info,
-            inputs=[Tensor(name="query", dtype=bytes, shape=(1,), optional=True)],
-            outputs=[Tensor(name="result", dtype=bytes, shape=(1,))],
-            config=ModelConfig(batching=False),
-        )
-        log.info("triton: model %s (%s), %d instance(s), on grpc %s:%d, http %d, metrics %d", asr.choice.name,
-                 asr.backend, instances, ports.host, ports.grpc, ports.http, ports.metrics)
-        print(f"ready triton model={asr.choice.name} grpc={ports.host}:{ports.grpc}", flush=True)
-        triton.serve()
+    for attempt in range(1, LOAD_ATTEMPTS + 1):
+        with Triton(config=config) as triton:
+            try:
+                _bind(triton, hosted, instances)
+            except Exception as exc:  # noqa: BLE001 - PyTriton's load errors come in several kinds
+                if attempt == LOAD_ATTEMPTS:
+                    raise
+                # PyTriton 0.7.0: the instances of a model start in parallel, and all but the first
+                # fetch their configuration from the first's handshake socket; one that asks before
+                # the socket exists fails the load ("Connection refused"). Start Triton again.
+                log.warning("triton: the model failed to load (%s); starting again (%d/%d)",
+                            " ".join(str(exc).split())[:200], attempt + 1, LOAD_ATTEMPTS)
+                continue
+            log.info("triton: model %s (%s), %d instance(s), on grpc %s:%d, http %d, metrics %d", asr.choice.name,
+                     asr.backend, instances, ports.host, ports.grpc, ports.http, ports.metrics)
+            print(f"ready triton model={asr.choice.name} grpc={ports.host}:{ports.grpc}", flush=True)
+            triton.serve()
+            return
+
+
+def _bind(triton: Any, hosted: HostedModel, instances: int) -> None:
+    """The two models on a started Triton: ``whisper`` with ``instances`` instances, ``whisper_info``."""
+    from pytriton.model_config import ModelConfig, Tensor
+
+    text = {"dtype": bytes, "shape": (1,), "optional": True}
+    triton.bind(
+        model_name=MODEL_NAME, infer_func=[hosted.infer] * instances,
+        inputs=[Tensor(name="audio", dtype=np.float32, shape=(-1,)),
+                *(Tensor(name=name, **text) for name in ("prompt", "language", "prefix", "options"))],
+        outputs=[Tensor(name="result", dtype=bytes, shape=(1,))],
+        config=ModelConfig(batching=False),
+    )
+    triton.bind(
+        model_name=INFO_MODEL_NAME, infer_func=hosted.info,
+        inputs=[Tensor(name="query", dtype=bytes, shape=(1,), optional=True)],
+        outputs=[Tensor(name="result", dtype=bytes, shape=(1,))],
+        config=ModelConfig(batching=False),
+    )
