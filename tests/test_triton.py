@@ -26,10 +26,29 @@ JFK = "en/jfk_inaugural_1961.wav"
 BLOCK = 3200  # 0.1 s of PCM16
 
 
-def triton_instance() -> ServerProcess:
+# PyTriton's parallel instance start can fail the first load (a handshake race that cannot be forced):
+# this launcher makes the first load fail as it does, so the restart of Triton runs for real.
+FLAKY_FIRST_LOAD = """
+import sys
+from woasr import cli
+from woasr.engine import triton_model
+
+real_bind, failures = triton_model._bind, [RuntimeError("Connection refused (made to fail by the test)")]
+
+def bind_failing_once(*args):
+    if failures:
+        raise failures.pop()
+    real_bind(*args)
+
+triton_model._bind = bind_failing_once
+sys.exit(cli.main(["triton", "serve", *sys.argv[1:]]))
+"""
+
+
+def triton_instance(command: list[str] | None = None) -> ServerProcess:
     http, grpc, metrics = free_port(), free_port(), free_port()
     instance = ServerProcess(["--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics)],
-                             command=[*WOASR, "triton", "serve"], ready="ready triton")
+                             command=command or [*WOASR, "triton", "serve"], ready="ready triton")
     instance.grpc_port = grpc
     return instance.start(timeout=180)
 
@@ -87,6 +106,20 @@ def test_streams_and_rest_through_two_instances_and_one_down_at_start(instances,
         assert rest.status_code == 200 and count_errors(clip.reference, rest.json()["text"]).rate < 0.2
         calls = metric(server, "woasr_triton_calls_total")
         assert all(calls.get(f'{{instance="{grpc_url(i)}"}}', 0) > 0 for i in instances), calls  # both used
+
+
+def test_a_failed_model_load_starts_triton_again(manifest):
+    clip = manifest[JFK]
+    pcm = to_pcm16(load_audio(clip.path))
+    instance = triton_instance([str(ROOT / ".venv-triton" / "bin" / "python"), "-c", FLAKY_FIRST_LOAD])
+    try:
+        assert "the model failed to load (Connection refused (made to fail by the test)); starting again (2/3)" \
+            in instance.text
+        with front_end([grpc_url(instance)]) as server:
+            _, text = asyncio.run(stream(server.ws_port, pcm))
+        assert count_errors(clip.reference, text).rate < 0.2, text
+    finally:
+        instance.stop()
 
 
 def test_an_instance_killed_mid_stream_costs_no_stream(manifest):
