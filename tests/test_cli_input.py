@@ -8,6 +8,7 @@ checks come before any model loads or connection is made, so none of these loads
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 from pathlib import Path
 
@@ -72,6 +73,39 @@ def test_the_engine_and_the_triton_addresses_are_checked():
     refused(woasr("serve", env={"STREAM_ENGINE": "cloud"}), "STREAM_ENGINE", "'cloud'", "local or triton")
     refused(woasr("serve", "--engine", "triton"), "woasr.serve", "--triton-url host:port", "no Triton address")
     refused(woasr("serve", "--triton-url", "localhost"), "woasr.serve", "'localhost' is not host:port")
+
+
+# Ports: with a Triton address where nothing listens no model loads, so serve gets to its ports at once.
+
+def serve_without_a_model(*args: str) -> subprocess.CompletedProcess[str]:
+    return woasr("serve", "--triton-url", f"127.0.0.1:{free_port()}", "--tcp-port", "0", "--metrics-port", "0",
+                 *args)
+
+
+@pytest.mark.parametrize("flag", ["--ws-port", "--tcp-port", "--metrics-port"])
+def test_serve_a_port_in_use(flag):
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        result = serve_without_a_model("--ws-port", str(free_port()), flag, str(port))
+    refused(result, "woasr.serve", f"{flag}: cannot listen on 127.0.0.1:{port}", "in use", one_line=False)
+
+
+def test_serve_processes_a_front_end_that_cannot_start_stops_the_others():
+    """Front-end 1's own port (--ws-port + 2) is taken: it exits at once, and the supervisor does not
+    start it again in a loop but stops front-end 0 and exits with its code."""
+    while True:
+        ws_port = free_port()
+        try:
+            taken = socket.create_server(("127.0.0.1", ws_port + 2))
+            break
+        except OSError:
+            continue
+    with taken:
+        result = serve_without_a_model("--ws-port", str(ws_port), "--processes", "2")
+    refused(result, one_line=False)
+    assert f"front-end 1's own port (--ws-port + 2): cannot listen on 127.0.0.1:{ws_port + 2}" in result.stderr
+    assert "front-end 1 (pid " in result.stderr and "after its start: stopping the others" in result.stderr
+    assert "starting it again" not in result.stderr
 
 
 # Files that are missing or not audio, for every command that reads one.

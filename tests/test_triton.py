@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import signal
 import subprocess
@@ -18,6 +19,7 @@ from tests.proxy import CuttingProxy
 from tests.servers import ROOT, WOASR, ServerProcess, free_port, line_text
 from woasr.audio_io import load_audio
 from woasr.clients.sources import to_pcm16
+from woasr.server.frontends import STEADY_SECONDS
 from woasr.tools.textnorm import count_errors
 
 pytestmark = pytest.mark.model
@@ -148,6 +150,7 @@ def test_an_instance_killed_mid_stream_costs_no_stream(manifest):
 
 def test_two_front_end_processes_share_the_port_and_send_resumes_home(instances, manifest):
     clip = manifest[JFK]
+    began = time.monotonic()
     with front_end([grpc_url(i) for i in instances], "--processes", "2", copies=2) as server:
         port = server.ws_port
 
@@ -199,6 +202,19 @@ def test_two_front_end_processes_share_the_port_and_send_resumes_home(instances,
         assert client.returncode == 0, err
         assert re.search(r"lives on front-end 0: resume it on port", err) and "resumed session f0.ws-" in err, err
         assert count_errors(clip.reference, line_text(out)).rate < 0.2, out
+
+        # A front-end that dies after its start is started again in its slot; the port serves on.
+        time.sleep(max(0.0, began + STEADY_SECONDS + 2 - time.monotonic()))
+        pids = re.search(r"front-ends: 2 processes \(pids (\d+) (\d+)\)", server.text)
+        os.kill(int(pids.group(2)), signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while server.text.count("ready model=") < 3 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert re.search(r"front-end 1 \(pid \d+\) exited with code -9 after \d+ s; starting it again", server.text)
+        ids = asyncio.run(open_sessions(12))
+        assert {i.split(".")[0] for i in ids} == {"f0", "f1"}, ids
+        text = asyncio.run(stream(port + 2, to_pcm16(load_audio(clip.path))))[1]  # the new one's own port
+        assert count_errors(clip.reference, text).rate < 0.2, text
 
 
 def test_the_model_repository_of_the_official_container_serves_the_same(manifest):

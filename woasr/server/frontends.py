@@ -11,6 +11,9 @@ address; behind a load balancer, route by it or keep a client on one front-end (
 
 The supervisor starts the processes with the same arguments and ``WOASR_FRONTEND=i/N`` in their
 environment, passes SIGINT/SIGTERM on (a second one too: they stop at once) and exits when all have.
+A process that dies on its own after running a while is started again in its slot (its sessions
+are lost, the others' are not); one that dies within ``STEADY_SECONDS`` of its start is taken for a
+broken configuration, and the supervisor stops the rest and exits with its code.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -28,6 +32,8 @@ log = logging.getLogger(__name__)
 
 FRONTEND_ENV = "WOASR_FRONTEND"
 _SESSION_ID = re.compile(r"^f(\d+)\.")
+STEADY_SECONDS = 30.0
+"""A front-end that dies sooner than this after its start is not started again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,19 +73,41 @@ class Frontend:
 
 def supervise(argv: Sequence[str], count: int) -> int:
     """Run ``woasr serve`` ``count`` times with ``argv`` until all have stopped; the worst exit code."""
-    children = []
-    for index in range(count):
+
+    def spawn(index: int) -> subprocess.Popen[bytes]:
         env = {**os.environ, FRONTEND_ENV: f"{index}/{count}"}
-        children.append(subprocess.Popen([sys.executable, "-m", "woasr.cli", *argv], env=env))
+        return subprocess.Popen([sys.executable, "-m", "woasr.cli", *argv], env=env)
+
+    children = [spawn(index) for index in range(count)]
+    started = [time.monotonic()] * count
     log.info("front-ends: %d processes (pids %s) share the ports", count, " ".join(str(c.pid) for c in children))
+    stopping = False
 
     def forward(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
         for child in children:
             if child.poll() is None:
                 child.send_signal(signum)
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, forward)
+    while not stopping:
+        time.sleep(0.2)
+        for index, child in enumerate(children):
+            code = child.poll()
+            if code is None or stopping:
+                continue
+            ran = time.monotonic() - started[index]
+            if ran < STEADY_SECONDS:  # a broken configuration: starting it again would only loop
+                log.error("front-end %d (pid %d) exited with code %d %.1f s after its start: stopping the others",
+                          index, child.pid, code, ran)
+                forward(signal.SIGTERM, None)
+                break
+            log.error("front-end %d (pid %d) exited with code %d after %.0f s; starting it again",
+                      index, child.pid, code, ran)
+            children[index], started[index] = spawn(index), time.monotonic()
+            log.info("front-end %d: pid %d", index, children[index].pid)
     codes = [child.wait() for child in children]
     log.info("front-ends stopped (exit codes %s)", " ".join(map(str, codes)))
     return max(codes, key=abs)

@@ -58,7 +58,8 @@ async def serve_forever(service: StreamingService) -> bool:
         try:
             config = service.config
             if config.tcp_port > 0:
-                tcp = await start_tcp_server(service, config.host, config.tcp_port, config.frontend is not None)
+                with _listening("--tcp-port", config.host, config.tcp_port):
+                    tcp = await start_tcp_server(service, config.host, config.tcp_port, config.frontend is not None)
                 port = tcp.sockets[0].getsockname()[1]
                 log.info("TCP  listening on %s:%d (raw PCM16LE mono 16 kHz in, '<beg_ms> <end_ms> <text>' lines out)",
                          config.host, port)
@@ -118,8 +119,9 @@ async def _metrics_endpoints(service: StreamingService) -> AsyncIterator[None]:
     server = None
     if config.metrics_port > 0:
         # prometheus_client's own HTTP server, on a thread.
-        server, _thread = prometheus_client.start_http_server(
-            config.metrics_port, addr=config.host, registry=service.metrics.registry)
+        with _listening("--metrics-port", config.host, config.metrics_port):
+            server, _thread = prometheus_client.start_http_server(
+                config.metrics_port, addr=config.host, registry=service.metrics.registry)
         port = server.server_address[1]
         log.info("metrics listening on %s:%d (Prometheus, GET /metrics)", config.host, port)
         print(f"listening metrics http://{config.host}:{port}/metrics", flush=True)
@@ -143,6 +145,15 @@ async def _log_metrics(service: StreamingService) -> None:
         metrics_log.info("%s", service.metrics.summary())
 
 
+@contextlib.contextmanager
+def _listening(what: str, host: str, port: int) -> Iterator[None]:
+    """A port that cannot be bound (in use, not allowed) is for the user to fix: one line, no traceback."""
+    try:
+        yield
+    except OSError as exc:
+        raise UserInputError(f"{what}: cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+
+
 def _web_server(service: StreamingService) -> _EmbeddedUvicorn:
     """uvicorn on the WebSocket/HTTP port; with a certificate, TLS (``wss://``, ``https://``)."""
     config = service.config
@@ -162,9 +173,12 @@ def _web_server(service: StreamingService) -> _EmbeddedUvicorn:
     logging.getLogger("uvicorn.error").addFilter(redact_query_tokens)  # it logs ?token= with each handshake
     web = _EmbeddedUvicorn(uvicorn_config)
     frontend = config.frontend
-    web.listening = [socket.create_server((config.host, config.ws_port), reuse_port=frontend is not None)]
+    with _listening("--ws-port", config.host, config.ws_port):
+        web.listening = [socket.create_server((config.host, config.ws_port), reuse_port=frontend is not None)]
     if frontend is not None:  # its own port too: resumes of its sessions are sent here
-        web.listening.append(socket.create_server((config.host, frontend.own_ws_port)))
+        with _listening(f"front-end {frontend.index}'s own port (--ws-port + {frontend.index + 1})", config.host,
+                        frontend.own_ws_port):
+            web.listening.append(socket.create_server((config.host, frontend.own_ws_port)))
         log.info("front-end %d of %d: own WebSocket port %d", frontend.index, frontend.count, frontend.own_ws_port)
     host, port = config.host, web.listening[0].getsockname()[1]
     ws, http = ("wss", "https") if config.ssl_certfile else ("ws", "http")
