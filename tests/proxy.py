@@ -19,7 +19,7 @@ class CuttingProxy:
     """
 
     def __init__(self, target: int, later: int | None = None) -> None:
-        """``later``: where connections after the first go (a front-end process other than the first's)."""
+        """``later``: where connections go after the first cut (a front-end process other than the first's)."""
         self.target = target
         self.later = later
         self.connections = 0
@@ -61,7 +61,7 @@ class CuttingProxy:
         return len(pairs)
 
     async def _serve(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
-        target = self.target if self.connections == 0 or self.later is None else self.later
+        target = self.later if self.cuts and self.later is not None else self.target
         self.connections += 1
         try:
             server_reader, server_writer = await asyncio.open_connection("127.0.0.1", target)

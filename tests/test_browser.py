@@ -253,3 +253,37 @@ def test_page_resumes_its_session_after_dropped_connections(playwright, clip):
     check_times(finals, (seconds + SILENCE_S + 2) * 1000)
     assert count_errors(reference, " ".join(f["text"] for f in finals)).rate < 0.15, finals
     assert done["lostMs"] == 0 and not done["errors"], done
+
+
+def test_page_follows_resume_port_to_the_front_end_that_holds_its_session(playwright, clip):
+    """``--processes 2``: the page's session lives on front-end 0; after a cut its reconnect lands on
+    front-end 1, which answers ``resume_failed`` with ``resume_port``, and the page resumes there.
+
+    The proxy stands in for the network (and for the kernel's choice of process), so the page's
+    origin is the proxy's: ``--allowed-origins`` lets the page open sessions on the own ports."""
+    wav, seconds, reference = clip
+    port = free_port()
+    browser = launch(playwright, wav)
+    proxy = CuttingProxy(port + 1, later=port + 2)  # front-end 0's own port; after the cut, front-end 1's
+    args = [*server_args(port), "--processes", "2", "--allowed-origins", f"http://127.0.0.1:{proxy.port}"]
+    try:
+        with ServerProcess(args, copies=2) as server, proxy:
+            page = open_page(browser, f"http://127.0.0.1:{proxy.port}/")
+            page.click("#toggle")
+            wait_for_words(page, ["fellow"], timeout=120, server=server)
+            assert proxy.cut(), "the page had no connection open"
+            page.wait_for_function("() => window.woasr.resumes >= 1 && window.woasr.status === 'live'",
+                                   timeout=30_000)
+            wait_for_clip_end(page, seconds)
+            page.click("#toggle")
+            wait_for_status(page, "stopped", timeout=60)
+            done = state(page)
+            log = server.text
+    finally:
+        browser.close()
+    assert len(re.findall(r"session f0\.ws-1 resumed", log)) == 1, log
+    assert done["redirects"] == 1 and done["resumes"] == 1 and done["sessions"] == 1, done
+    finals = done["finals"]
+    check_times(finals, (seconds + SILENCE_S + 2) * 1000)
+    assert count_errors(reference, " ".join(f["text"] for f in finals)).rate < 0.15, finals
+    assert done["lostMs"] == 0 and not done["errors"], done

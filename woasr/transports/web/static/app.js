@@ -30,6 +30,7 @@ const view = (window.woasr = {
   partialsSeen: 0,  // partial messages with text, over the whole page's life
   sessions: 0,      // server sessions that got as far as streaming audio
   resumes: 0,       // times a dropped session was resumed on a new connection
+  redirects: 0,     // resumes sent on to the front-end process that holds the session (resume_port)
   errors: [],       // "code: message" strings, from the server or the page
   sampleRate: null, // the AudioContext's rate, resampled from
   capturedMs: 0,    // audio captured by the current recording
@@ -349,6 +350,7 @@ class Recording {
         if (message.code === "resume_failed" && this.fresh && message.resume_port && !this.redirected) {
           // The session lives in another front-end process: resume it on that process's own port.
           const old = this.ws;
+          view.redirects += 1;
           this.connect(message.resume_port);
           old.close(1000);
           break;
