@@ -224,6 +224,32 @@ def test_page_reconnects_after_a_server_restart(playwright, clip, artifacts):
     assert done["lostMs"] == 0
 
 
+def record_through_cuts(browser, server: ServerProcess, proxy: CuttingProxy, cuts: int,
+                        seconds: float) -> tuple[dict, str]:
+    """The page records the clip through ``proxy``, which resets its connection ``cuts`` times mid-clip
+    (each time once the page is live again); the page's final state and the server's log."""
+    page = open_page(browser, f"http://127.0.0.1:{proxy.port}/")
+    page.click("#toggle")
+    wait_for_words(page, ["fellow"], timeout=120, server=server)
+    for resumed in range(1, cuts + 1):
+        assert proxy.cut(), "the page had no connection open"
+        page.wait_for_function("(n) => window.woasr.resumes >= n && window.woasr.status === 'live'",
+                               arg=resumed, timeout=30_000)
+        time.sleep(0.7)
+    wait_for_clip_end(page, seconds)
+    page.click("#toggle")
+    wait_for_status(page, "stopped", timeout=60)
+    return state(page), server.text
+
+
+def check_whole(done: dict, seconds: float, reference: str) -> None:
+    """The transcript of a resumed recording is the uninterrupted one: times in order, words right, no loss."""
+    finals = done["finals"]
+    check_times(finals, (seconds + SILENCE_S + 2) * 1000)
+    assert count_errors(reference, " ".join(f["text"] for f in finals)).rate < 0.15, finals
+    assert done["lostMs"] == 0 and not done["errors"], done
+
+
 def test_page_resumes_its_session_after_dropped_connections(playwright, clip):
     """A proxy resets the page's connection three times mid-clip: the page resumes the same server
     session each time, resends only what the server did not get, and the transcript is whole."""
@@ -232,27 +258,12 @@ def test_page_resumes_its_session_after_dropped_connections(playwright, clip):
     browser = launch(playwright, wav)
     try:
         with ServerProcess(server_args(port)) as server, CuttingProxy(port) as proxy:
-            page = open_page(browser, f"http://127.0.0.1:{proxy.port}/")
-            page.click("#toggle")
-            wait_for_words(page, ["fellow"], timeout=90, server=server)
-            for resumed in range(1, 4):
-                assert proxy.cut(), "the page had no connection open"
-                page.wait_for_function("(n) => window.woasr.resumes >= n && window.woasr.status === 'live'",
-                                       arg=resumed, timeout=30_000)
-                time.sleep(0.7)
-            wait_for_clip_end(page, seconds)
-            page.click("#toggle")
-            wait_for_status(page, "stopped", timeout=60)
-            done = state(page)
-            log = server.text
+            done, log = record_through_cuts(browser, server, proxy, 3, seconds)
     finally:
         browser.close()
     assert done["resumes"] == 3 and done["sessions"] == 1, done
     assert len(re.findall(r"session ws-1 resumed", log)) == 3, log
-    finals = done["finals"]
-    check_times(finals, (seconds + SILENCE_S + 2) * 1000)
-    assert count_errors(reference, " ".join(f["text"] for f in finals)).rate < 0.15, finals
-    assert done["lostMs"] == 0 and not done["errors"], done
+    check_whole(done, seconds, reference)
 
 
 def test_page_follows_resume_port_to_the_front_end_that_holds_its_session(playwright, clip):
@@ -268,22 +279,9 @@ def test_page_follows_resume_port_to_the_front_end_that_holds_its_session(playwr
     args = [*server_args(port), "--processes", "2", "--allowed-origins", f"http://127.0.0.1:{proxy.port}"]
     try:
         with ServerProcess(args, copies=2) as server, proxy:
-            page = open_page(browser, f"http://127.0.0.1:{proxy.port}/")
-            page.click("#toggle")
-            wait_for_words(page, ["fellow"], timeout=120, server=server)
-            assert proxy.cut(), "the page had no connection open"
-            page.wait_for_function("() => window.woasr.resumes >= 1 && window.woasr.status === 'live'",
-                                   timeout=30_000)
-            wait_for_clip_end(page, seconds)
-            page.click("#toggle")
-            wait_for_status(page, "stopped", timeout=60)
-            done = state(page)
-            log = server.text
+            done, log = record_through_cuts(browser, server, proxy, 1, seconds)
     finally:
         browser.close()
     assert len(re.findall(r"session f0\.ws-1 resumed", log)) == 1, log
     assert done["redirects"] == 1 and done["resumes"] == 1 and done["sessions"] == 1, done
-    finals = done["finals"]
-    check_times(finals, (seconds + SILENCE_S + 2) * 1000)
-    assert count_errors(reference, " ".join(f["text"] for f in finals)).rate < 0.15, finals
-    assert done["lostMs"] == 0 and not done["errors"], done
+    check_whole(done, seconds, reference)
