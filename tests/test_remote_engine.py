@@ -13,6 +13,7 @@ from woasr.asr.loaded import DecodeSettings
 from woasr.clients.ws_client import with_port
 from woasr.core.records import Segment, Transcription, TranscriptionRequest, Word
 from woasr.engine.triton import DOWN_FOR_S, NoInstanceError, TritonEngine, parse_urls
+from woasr.engine.triton_backend import describe_parameters
 from woasr.engine.triton_model import HostedModel
 from woasr.engine.wire import (CallOptions, request_from_tensors, request_tensors, transcription_from_json,
                                transcription_to_json)
@@ -120,10 +121,24 @@ class Variants:
 
 def test_the_model_server_decodes_a_whole_file_with_the_front_ends_settings_then_as_a_file():
     hosted = HostedModel(Variants())  # type: ignore[arg-type]
-    settings = tuple(sorted(dataclasses.asdict(DecodeSettings(beam_size=3)).items()))
-    assert hosted.variant(CallOptions(True, settings)).steps == ("decode beam=3", "offline")
-    assert hosted.variant(CallOptions(False, settings)).steps == ("decode beam=3",)
-    assert hosted.variant(CallOptions(True, settings)) is hosted.variant(CallOptions(True, settings))
+    settings = DecodeSettings(beam_size=3)
+    assert CallOptions.of(settings, True).decode == tuple(sorted(dataclasses.asdict(settings).items()))
+    assert hosted.variant(CallOptions.of(settings, True)).steps == ("decode beam=3", "offline")
+    assert hosted.variant(CallOptions.of(settings)).steps == ("decode beam=3",)
+    assert hosted.variant(CallOptions.of(settings, True)) is hosted.variant(CallOptions.of(settings, True))
+
+
+@pytest.mark.parametrize(("parameters", "model", "english_only"), [
+    ({"model": "tiny.en", "language": "en"}, "tiny.en", True),
+    ({"language": "en"}, "tiny.en", True),  # no model: the language's default, as the loader picks it
+    ({}, "base", False),
+    ({"language": "de", "backend": "Whisper_Timestamped"}, "base", False),
+])
+def test_the_containers_info_model_names_what_its_whisper_model_loads(parameters, model, english_only):
+    described = describe_parameters(parameters)
+    assert (described["model"], described["english_only"]) == (model, english_only)
+    assert (described["languages"] == ["en"]) == english_only
+    assert described["backend"] == ("whisper-timestamped" if "backend" in parameters else "faster-whisper")
 
 
 def test_front_ends_name_their_sessions_and_each_others_ports(monkeypatch):

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
-from woasr.asr.loaded import BACKENDS
+from woasr.asr.loaded import BACKENDS, backend_key
 from woasr.asr.models import ModelUnavailableError
 from woasr.config import (DEFAULT_TCP_PORT, DEFAULT_WS_PORT, EnvValue, EnvValueError, UserInputError, default_host,
                           env, env_bool, env_int)
@@ -72,7 +72,7 @@ positive_seconds = checked(float, "a number of seconds > 0", lambda v: math.isfi
 seconds_or_zero = checked(float, "a number of seconds >= 0", lambda v: math.isfinite(v) and v >= 0)
 at_least_one = checked(int, "a whole number >= 1", lambda v: v >= 1)
 not_negative = checked(int, "a whole number >= 0", lambda v: v >= 0)
-backend_name = checked(lambda v: v.strip().lower().replace("_", "-"), f"one of: {', '.join(BACKENDS)}",
+backend_name = checked(backend_key, f"one of: {', '.join(BACKENDS)}",
                        lambda v: v in BACKENDS)
 engine_name = checked(lambda v: v.strip().lower(), "local or triton", lambda v: v in ("local", "triton"))
 language_code = checked(lambda v: v.strip().lower(), "'auto' or a language code Whisper knows (en, de, fr, zh, ...)",

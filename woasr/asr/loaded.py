@@ -20,6 +20,11 @@ BACKENDS = ("faster-whisper", "whisper-timestamped")
 """The backend names ``--backend`` / ``STREAM_BACKEND`` take (``_`` is accepted for ``-``)."""
 
 
+def backend_key(name: str) -> str:
+    """A backend name as :data:`BACKENDS` spells it (any case, ``_`` for ``-``)."""
+    return name.strip().lower().replace("_", "-")
+
+
 @dataclass(frozen=True, slots=True)
 class DecodeSettings:
     """Decoding options gathered in one place; every update uses the same ones.

@@ -34,8 +34,8 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-import urllib.parse
 import logging
+import urllib.parse
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any

@@ -99,7 +99,7 @@ class TritonEngine:
                  call_timeout: float = DEFAULT_CALL_TIMEOUT_S, registry: CollectorRegistry | None = None) -> None:
         self.instances = [Instance(url) for url in urls]
         self.decode = decode
-        self.live_options = CallOptions(False, tuple(sorted(dataclasses.asdict(decode).items())))
+        self.live_options = CallOptions.of(decode)
         self.admission = admission or Admission(workers=len(self.instances))
         self.call_timeout = call_timeout
         self.metrics = RemoteMetrics(registry)
@@ -273,7 +273,7 @@ class RemoteModel:
         loop = self.engine._loop
         if loop is None:
             raise RuntimeError("the Triton engine is not connected")
-        options = CallOptions(self.whole_file, tuple(sorted(dataclasses.asdict(self.decode).items())))
+        options = CallOptions.of(self.decode, self.whole_file)
         request = TranscriptionRequest(np.asarray(audio, dtype=np.float32), prompt, language or self.language, prefix)
         future = asyncio.run_coroutine_threadsafe(self.engine.call(request, options), loop)
         return future.result().transcription

@@ -15,18 +15,24 @@ from typing import Any
 
 import numpy as np
 
-from woasr.asr.loaded import DecodeSettings, LoadedASR
+from woasr.asr.loaded import BACKENDS, DecodeSettings, LoadedASR, backend_key
+from woasr.asr.models import resolve_model
 from woasr.engine.triton_model import HostedModel
 from woasr.engine.wire import INFO_MODEL_NAME
 
 INPUTS = ("audio", "prompt", "language", "prefix", "options")
 
 
+def _backend(parameters: dict[str, str]) -> str:
+    return backend_key(parameters.get("backend", BACKENDS[0]))
+
+
 def load_from_parameters(parameters: dict[str, str]) -> LoadedASR:
-    """The backend a ``config.pbtxt``'s parameters describe (defaults: tiny.en, faster-whisper, cpu, int8)."""
+    """The backend a ``config.pbtxt``'s parameters describe (defaults: the language's default model,
+    faster-whisper, cpu, int8)."""
     model, language = parameters.get("model") or None, parameters.get("language") or None
     device = parameters.get("device", "cpu")
-    if parameters.get("backend", "faster-whisper").replace("_", "-") == "whisper-timestamped":
+    if _backend(parameters) == "whisper-timestamped":
         from woasr.asr.whisper_timestamped_backend import WhisperTimestampedASR
 
         return WhisperTimestampedASR(model, language, device=device, decode=DecodeSettings())
@@ -39,12 +45,11 @@ def describe_parameters(parameters: dict[str, str]) -> dict[str, Any]:
     """What ``whisper_info`` answers, from the parameters alone (no second copy of the weights)."""
     from faster_whisper.tokenizer import _LANGUAGE_CODES
 
-    name = parameters.get("model") or "tiny.en"
-    english_only = name.endswith(".en")
-    return {"model": name, "english_only": english_only,
-            "backend": parameters.get("backend", "faster-whisper").replace("_", "-"),
-            "language": parameters.get("language") or ("en" if english_only else None),
-            "languages": ["en"] if english_only else list(_LANGUAGE_CODES)}
+    language = parameters.get("language") or None
+    choice = resolve_model(parameters.get("model") or None, language)  # the one the model instance loads
+    return {"model": choice.name, "english_only": choice.english_only, "backend": _backend(parameters),
+            "language": language or ("en" if choice.english_only else None),
+            "languages": ["en"] if choice.english_only else list(_LANGUAGE_CODES)}
 
 
 class TritonPythonModel:

@@ -10,14 +10,18 @@ processor and the guards read.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
 from woasr.core.records import Segment, Transcription, TranscriptionRequest, Word
+
+if TYPE_CHECKING:
+    from woasr.asr.loaded import DecodeSettings
 
 MODEL_NAME = "whisper"
 """The name the model has on the Triton server."""
@@ -32,6 +36,11 @@ class CallOptions:
     whole_file: bool = False
     decode: tuple[tuple[str, Any], ...] = ()
     """``DecodeSettings`` fields to change on the server's model (sorted pairs, so the value can key a cache)."""
+
+    @classmethod
+    def of(cls, decode: DecodeSettings, whole_file: bool = False) -> CallOptions:
+        """The options that carry a front-end's decoding settings."""
+        return cls(whole_file, tuple(sorted(dataclasses.asdict(decode).items())))
 
     def to_json(self) -> bytes:
         return json.dumps({"whole_file": self.whole_file, "decode": dict(self.decode)}).encode()
